@@ -1,0 +1,31 @@
+# Every target bootstraps .venv from constraints.txt first (idempotent: re-runs only when
+# pyproject.toml or constraints.txt change).
+PY      ?= python3
+VENV    := .venv
+STAMP   := $(VENV)/.installed
+RUN     := $(VENV)/bin/python
+
+.PHONY: demo test test-slow bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(RUN) || $(PY) -m venv $(VENV)
+	$(RUN) -m pip install --quiet --upgrade pip
+	$(RUN) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(RUN) -m polydiff.demo
+
+test: $(STAMP)
+	$(RUN) -m pytest -q
+
+test-slow: $(STAMP)
+	$(RUN) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(RUN) -m polydiff.benchmarks.samplers
+
+clean:
+	rm -rf $(VENV) *.egg-info out

@@ -1,0 +1,7 @@
+"""polydiff.core: the modality-agnostic diffusion core.
+
+Everything here speaks to networks through the denoiser contract
+``D(x, sigma, cond) -> x0_hat`` (see ``polydiff.core.denoiser``) and works on any
+shape ``(B, *S)``: audio ``(B, T)``, images ``(B, C, H, W)``, video ``(B, C, F, H, W)``.
+Imports torch and the standard library only.
+"""

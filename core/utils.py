@@ -1,0 +1,54 @@
+"""Small tensor helpers shared by the whole core (broadcasting, per-sample randomness)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton dims so a per-sample ``(B,)`` tensor broadcasts against ``(B, *S)``.
+
+    k-diffusion's ``append_dims``; the one way the core broadcasts per-sample scalars.
+    """
+    missing = ndim - t.ndim
+    if missing < 0:
+        raise ValueError(f"tensor has {t.ndim} dims, more than the target {ndim}")
+    return t[(...,) + (None,) * missing]
+
+
+def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``.
+
+    ``generator`` may be one ``torch.Generator`` for the batch or a sequence with one generator per
+    sample (EDM's ``StackedRandomGenerator``): then row ``i`` depends only on ``generator[i]``, so
+    sampling seeds [a, b] in one batch gives exactly what sampling a and b one at a time gives.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return torch.stack(
+        [torch.randn(x.shape[1:], dtype=x.dtype, device=x.device, generator=g) for g in generator]
+    )
+
+
+def rand_like_batch(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+    """Uniform [0, 1) numbers, one per sample: shape ``(B,)``; per-sample generators as in ``randn_like``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(x.shape[0], dtype=x.dtype, device=x.device, generator=generator)
+    return torch.cat([torch.rand(1, dtype=x.dtype, device=x.device, generator=g) for g in generator])
+
+
+def seeded_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One ``torch.Generator`` per seed, for per-sample reproducible sampling."""
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+
+def batch_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """A noise level as a ``(B,)`` tensor on ``x``'s device and dtype."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
