@@ -37,7 +37,7 @@ def time_uniform_sigmas(schedule: Schedule, n: int, spacing: str = "linspace") -
     For a discrete schedule of T levels, ``spacing`` picks the indices as in Lin et al. 2023, Table 2:
     'linspace' round(linspace(T-1, 0, n)); 'leading' (T//n) * [n-1, ..., 0] + 1 (DDIM / Stable Diffusion,
     never reaching the noisiest level); 'trailing' round(T - k T/n) - 1 for k = 0..n-1 (starts at T-1).
-    A continuous schedule uses 'linspace' in t from 1 to 0 (its sigma_min stands in for t=0).
+    A continuous schedule uses 'linspace' in t from 1 down to t(sigma_min).
     """
     if isinstance(schedule, DiscreteSchedule):
         T = schedule.num_steps
@@ -52,8 +52,8 @@ def time_uniform_sigmas(schedule: Schedule, n: int, spacing: str = "linspace") -
         return _append_zero(schedule.index_to_sigma(idx.clamp(0, T - 1)))
     if spacing != "linspace":
         raise ValueError(f"spacing {spacing!r} needs a discrete schedule; continuous ones use 'linspace'")
-    t = torch.linspace(1, 0, n, dtype=torch.float64)
-    return _append_zero(schedule.sigma(t).clamp(min=schedule.sigma_min))
+    t_min = float(schedule.t(torch.tensor(schedule.sigma_min, dtype=torch.float64)))
+    return _append_zero(schedule.sigma(torch.linspace(1, t_min, n, dtype=torch.float64)))
 
 
 GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {

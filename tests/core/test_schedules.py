@@ -1,0 +1,123 @@
+"""Schedules and grids: closed-form values from the papers, conversions, grid invariants."""
+
+import math
+
+import pytest
+import torch
+
+from polydiff.core.grids import GRIDS, karras_sigmas, sampling_sigmas, time_uniform_sigmas
+from polydiff.core.schedules import (
+    SCHEDULES,
+    DiscreteSchedule,
+    alpha_bar_to_sigma,
+    cosine_alphas_cumprod,
+    linear_betas,
+    logsnr_to_sigma,
+    make_schedule,
+    rescale_zero_terminal_snr,
+    sigma_to_alpha_bar,
+    sigma_to_logsnr,
+)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_sigma_and_t_are_inverse_and_increasing(name):
+    schedule = make_schedule(name)
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    sigma = schedule.sigma(t)
+    assert bool((sigma[1:] > sigma[:-1]).all())
+    torch.testing.assert_close(schedule.t(sigma), t, atol=1e-9, rtol=0)
+    assert schedule.sigma_max == pytest.approx(float(sigma[-1]))
+    assert float(schedule.t(torch.tensor(schedule.sigma_min, dtype=torch.float64))) >= 0
+
+
+def test_conversions_round_trip():
+    sigma = torch.logspace(-3, 3, 50, dtype=torch.float64)
+    torch.testing.assert_close(alpha_bar_to_sigma(sigma_to_alpha_bar(sigma)), sigma)
+    torch.testing.assert_close(logsnr_to_sigma(sigma_to_logsnr(sigma)), sigma)
+    abar = sigma_to_alpha_bar(sigma)
+    torch.testing.assert_close(sigma_to_logsnr(sigma), (abar / (1 - abar)).log())
+
+
+def test_linear_schedule_matches_ddpm():
+    betas = linear_betas(1000)
+    assert float(betas[0]) == pytest.approx(1e-4) and float(betas[-1]) == pytest.approx(0.02)
+    schedule = make_schedule("linear")
+    torch.testing.assert_close(schedule.alphas_cumprod, torch.cumprod(1 - betas, 0))
+    # Ho et al. 2020: abar_T is about 4e-5 for the linear schedule (sec. 4, "L_T ~ 1e-5 bits").
+    assert 1e-5 < float(schedule.alphas_cumprod[-1]) < 1e-4
+
+
+def test_cosine_schedule_closed_form_and_clip():
+    abar = cosine_alphas_cumprod(1000)
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    f = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2 / math.cos(0.008 / 1.008 * math.pi / 2) ** 2
+    torch.testing.assert_close(abar[:900], f[:900], rtol=1e-9, atol=0)
+    betas = 1 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
+    assert float(betas.max()) <= 0.999 + 1e-12
+
+
+def test_zero_terminal_snr_keeps_first_level_and_zeroes_last():
+    betas = linear_betas(1000)
+    rescaled = rescale_zero_terminal_snr(betas)
+    abar_old, abar_new = torch.cumprod(1 - betas, 0), torch.cumprod(1 - rescaled, 0)
+    assert float(abar_new[-1]) == pytest.approx(0.0, abs=1e-15)
+    assert float(abar_new[0]) == pytest.approx(float(abar_old[0]))
+    schedule = make_schedule("linear", zero_terminal_snr=True)
+    assert math.isfinite(schedule.sigma_max) and schedule.sigma_max > 1e3
+
+
+def test_discrete_index_interpolation():
+    schedule = make_schedule("linear", num_steps=100)
+    idx = torch.arange(100, dtype=torch.float64)
+    torch.testing.assert_close(schedule.index_to_sigma(idx), schedule.sigmas)
+    frac = torch.tensor([0.25, 10.5, 98.75], dtype=torch.float64)
+    torch.testing.assert_close(schedule.sigma_to_index(schedule.index_to_sigma(frac)), frac)
+
+
+def test_discrete_schedule_rejects_increasing_alpha_bar():
+    with pytest.raises(ValueError, match="decrease"):
+        DiscreteSchedule(torch.tensor([0.5, 0.9, 0.1]))
+
+
+@pytest.mark.parametrize("spacing", sorted(GRIDS))
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine", "vp", "edm"])
+def test_grids_descend_and_end_at_zero(name, spacing):
+    schedule = make_schedule(name)
+    if spacing in ("leading", "trailing") and not isinstance(schedule, DiscreteSchedule):
+        with pytest.raises(ValueError):
+            sampling_sigmas(schedule, 10, spacing)
+        return
+    for steps in (1, 5, 37):
+        sigmas = sampling_sigmas(schedule, steps, spacing)
+        assert sigmas.shape == (steps + 1,) and float(sigmas[-1]) == 0.0
+        assert bool((sigmas[1:] < sigmas[:-1]).all())
+        assert float(sigmas[0]) <= schedule.sigma_max * (1 + 1e-9)
+
+
+def test_time_spacings_follow_lin_et_al_table_2():
+    schedule = make_schedule("linear")  # T = 1000, 10 steps
+    want = {
+        "leading": [901, 801, 701, 601, 501, 401, 301, 201, 101, 1],
+        "trailing": [999, 899, 799, 699, 599, 499, 399, 299, 199, 99],
+        "linspace": [999, 888, 777, 666, 555, 444, 333, 222, 111, 0],
+    }
+    for spacing, idx in want.items():
+        got = time_uniform_sigmas(schedule, 10, spacing)[:-1]
+        torch.testing.assert_close(got, schedule.sigmas[torch.tensor(idx)])
+
+
+def test_karras_grid_endpoints_and_rho():
+    sigmas = karras_sigmas(18, 0.002, 80.0, rho=7.0)
+    assert float(sigmas[0]) == pytest.approx(80.0) and float(sigmas[-2]) == pytest.approx(0.002)
+    # EDM eq. 5: sigma_i^(1/rho) is linear in i.
+    roots = sigmas[:-1] ** (1 / 7)
+    diffs = roots[1:] - roots[:-1]
+    torch.testing.assert_close(diffs, diffs[:1].expand_as(diffs))
+
+
+def test_bad_names_are_reported():
+    with pytest.raises(KeyError, match="known"):
+        make_schedule("quadratic")
+    with pytest.raises(KeyError, match="known"):
+        sampling_sigmas(make_schedule("linear"), 10, "uniform")
