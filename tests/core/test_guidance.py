@@ -1,0 +1,222 @@
+"""Guidance wrappers against the class-conditional Gaussian mixture, whose conditional and unconditional
+denoisers, scores and exact noisy classifier p(y | x_sigma) are all known in closed form."""
+
+import math
+
+import pytest
+import torch
+
+from polydiff.core.analytic import random_mixture
+from polydiff.core.conditioning import drop_conditions, null_conditions, select_conditions
+from polydiff.core.guidance import classifier_free_guidance, classifier_guidance
+from polydiff.core.thresholding import dynamic_thresholding, per_sample_quantile, static_thresholding
+from polydiff.core.utils import seeded_generators
+
+NULL = {"class_labels": -1}  # GaussianMixture reads labels < 0 as unconditional
+SHAPES = [(2, 3), (1, 2, 3), (1, 2, 2, 2)]  # x is 3-, 4- and 5-D: (B, C, T), (B, C, H, W), (B, C, F, H, W)
+SCALES = [0.0, 1.0, 2.5, 7.0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny float64 tensors: intra-op threads only add contention on the shared 2-core machine (~8x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _problem(shape, batch=6, seed=0):
+    """A 3-class mixture over ``shape``, noisy points at per-sample sigmas, and their labels."""
+    gm = random_mixture(math.prod(shape), components=6, rank=1, std=0.4, spread=1.0, classes=3, shape=shape, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    labels = torch.arange(batch) % 3
+    x0, _ = gm.sample(batch, g, labels=labels)
+    sigma = torch.logspace(-1, 0.7, batch, dtype=torch.float64)
+    x = x0 + sigma.reshape(-1, *[1] * len(shape)) * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    return gm, x, sigma, {"class_labels": labels}
+
+
+def _unconditional(gm):
+    return lambda x, sigma, cond=None: gm(x, sigma, None)
+
+
+def _exact_classifier(gm):
+    """log p(y | x_sigma) = log sum_{k in class y} r_k(x): the class is a function of the component."""
+
+    def log_prob(x, sigma, cond):
+        r = gm.responsibilities(x, sigma)  # (B, K), unconditional
+        mine = gm.labels[None, :] == cond["class_labels"][:, None]  # (B, K)
+        return (r * mine).sum(1).log()
+
+    return log_prob
+
+
+class Spy:
+    """A denoiser that counts its calls and records their batch sizes."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.batches = denoiser, []
+
+    def __call__(self, x, sigma, cond=None):
+        assert x.shape[0] == sigma.shape[0] == cond["class_labels"].shape[0]
+        self.batches.append(x.shape[0])
+        return self.denoiser(x, sigma, cond)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("w", SCALES)
+def test_cfg_is_the_analytic_guided_denoiser(shape, w):
+    gm, x, sigma, cond = _problem(shape)
+    d_c, d_u = gm(x, sigma, cond), gm(x, sigma)
+    guided = classifier_free_guidance(gm, w, NULL)(x, sigma, cond)
+    torch.testing.assert_close(guided, d_u + w * (d_c - d_u), rtol=0, atol=1e-12)
+    if w == 1.0:
+        torch.testing.assert_close(guided, d_c, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("w", SCALES)
+def test_cfg_is_tweedie_of_the_guided_score(shape, w):
+    """D_w = x + sigma^2 [grad log p(x) + w grad log p(y|x)], with grad log p(y|x) taken by autograd of
+    log p_sigma(x|y) - log p_sigma(x) (Bayes), independently of the denoiser formula."""
+    gm, x, sigma, cond = _problem(shape)
+    xg = x.clone().requires_grad_(True)
+    (grad_log_classifier,) = torch.autograd.grad((gm.log_prob(xg, sigma, cond) - gm.log_prob(xg, sigma)).sum(), xg)
+    s2 = sigma.reshape(-1, *[1] * len(shape)) ** 2
+    expected = x + s2 * (gm.score(x, sigma) + w * grad_log_classifier)
+    guided = classifier_free_guidance(gm, w, NULL)(x, sigma, cond)
+    torch.testing.assert_close(guided, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_cfg_makes_one_call_of_batch_2b():
+    gm, x, sigma, cond = _problem((2, 3), batch=5)
+    spy = Spy(gm)
+    classifier_free_guidance(spy, 3.0, NULL)(x, sigma, cond)
+    assert spy.batches == [10]
+
+
+def test_sigma_interval_guides_only_inside_and_skips_unneeded_rows():
+    gm, x, sigma, cond = _problem((1, 2, 3), batch=6)  # sigma from 0.1 to ~5
+    lo, hi = sigma[1].item(), sigma[4].item()  # the interval (lo, hi] holds rows 2, 3, 4 exactly
+    spy = Spy(gm)
+    out = classifier_free_guidance(spy, 4.0, NULL, sigma_interval=(lo, hi))(x, sigma, cond)
+    inside = torch.tensor([False, False, True, True, True, False])
+    assert spy.batches == [6 + 3]  # one call; no unconditional rows outside the interval
+    d_c, d_u = gm(x, sigma, cond), gm(x, sigma)
+    expected = torch.where(inside.reshape(-1, 1, 1, 1), d_u + 4.0 * (d_c - d_u), d_c)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    spy.batches.clear()
+    out = classifier_free_guidance(spy, 4.0, NULL, sigma_interval=(10.0, 20.0))(x, sigma, cond)
+    assert spy.batches == [6]
+    torch.testing.assert_close(out, d_c, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_guidance_rescale(shape):
+    gm, x, sigma, cond = _problem(shape)
+    d_c = gm(x, sigma, cond)
+    plain = classifier_free_guidance(gm, 5.0, NULL)(x, sigma, cond)
+    torch.testing.assert_close(classifier_free_guidance(gm, 5.0, NULL, rescale=0.0)(x, sigma, cond), plain)
+    full = classifier_free_guidance(gm, 5.0, NULL, rescale=1.0)(x, sigma, cond)
+    std = lambda t: t.flatten(1).std(1)  # noqa: E731
+    torch.testing.assert_close(std(full), std(d_c), rtol=1e-12, atol=0)
+    assert not torch.allclose(std(plain), std(d_c))  # so the rescale had something to do
+    half = classifier_free_guidance(gm, 5.0, NULL, rescale=0.5)(x, sigma, cond)
+    torch.testing.assert_close(half, 0.5 * (plain + full), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("s", [0.5, 2.0])
+def test_classifier_guidance_with_exact_classifier_is_cfg(shape, s):
+    """p(y|x_sigma) = sum_{k in y} r_k(x), so sigma^2 grad log p(y|x) = sigma^2 (score_c - score_u) = D_c - D_u:
+    guiding D_u with scale s gives D_u + s (D_c - D_u) = CFG(w = s); guiding D_c gives CFG(w = 1 + s)."""
+    gm, x, sigma, cond = _problem(shape)
+    log_prob = _exact_classifier(gm)
+    from_uncond = classifier_guidance(_unconditional(gm), log_prob, s)(x, sigma, cond)
+    from_cond = classifier_guidance(gm, log_prob, s)(x, sigma, cond)
+    cfg = lambda w: classifier_free_guidance(gm, w, NULL)(x, sigma, cond)  # noqa: E731
+    torch.testing.assert_close(from_uncond, cfg(s), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(from_cond, cfg(1 + s), rtol=1e-9, atol=1e-9)
+
+
+# --- thresholding -------------------------------------------------------------------------------------
+
+
+def _const(x0):
+    return lambda x, sigma, cond=None: x0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_thresholding_leaves_in_range_predictions_unchanged(shape):
+    x0 = 0.99 * (2 * torch.rand(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) - 1)
+    sigma = torch.ones(4, dtype=torch.float64)
+    for wrapped in (static_thresholding(_const(x0)), dynamic_thresholding(_const(x0), 0.9)):
+        torch.testing.assert_close(wrapped(x0, sigma), x0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_thresholding_keeps_predictions_in_range(shape):
+    g = torch.Generator().manual_seed(1)
+    scale = torch.tensor([0.5, 2.0, 4.0, 10.0], dtype=torch.float64).reshape(-1, *[1] * len(shape))
+    x0 = scale * torch.randn(4, *shape, dtype=torch.float64, generator=g)
+    sigma = torch.ones(4, dtype=torch.float64)
+    assert static_thresholding(_const(x0), 1.0)(x0, sigma).abs().max() <= 1.0
+    torch.testing.assert_close(static_thresholding(_const(x0), 1.0)(x0, sigma), x0.clamp(-1, 1))
+    out = dynamic_thresholding(_const(x0), 0.9)(x0, sigma)
+    assert out.abs().max() <= 1.0 + 1e-12
+    # p = 1: s = max|x0| per sample, so rows beyond the range are divided by their max, others kept.
+    s = x0.flatten(1).abs().amax(1).clamp(min=1).reshape(scale.shape)
+    torch.testing.assert_close(dynamic_thresholding(_const(x0), 1.0)(x0, sigma), x0 / s, rtol=1e-14, atol=0)
+    # the quantile helper agrees with torch.quantile (linear interpolation)
+    for q in (0.0, 0.37, 0.9, 0.995, 1.0):
+        torch.testing.assert_close(per_sample_quantile(x0, q), torch.quantile(x0.flatten(1), q, dim=1))
+
+
+# --- condition dropout and the null convention -------------------------------------------------------
+
+
+def _cond(batch):
+    return {
+        "class_labels": torch.arange(batch) % 10,
+        "text": torch.ones(batch, 4, 8),  # (B, L, C) sequence embedding
+        "lowres": torch.full((batch, 3, 2, 2), 7.0),  # never dropped
+    }
+
+
+NULLS = {"class_labels": 10, "text": torch.zeros(4, 8)}
+
+
+def test_dropout_rate():
+    batch, p = 20_000, 0.15
+    out = drop_conditions(_cond(batch), p, NULLS, torch.Generator().manual_seed(0))
+    dropped = out["class_labels"] == 10
+    assert abs(dropped.double().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / batch)
+    # all droppable keys drop together; other keys pass through
+    assert torch.equal(out["text"].flatten(1).eq(0).all(1), dropped)
+    assert torch.equal(out["lowres"], _cond(batch)["lowres"])
+    assert drop_conditions(_cond(50), 0.0, NULLS)["class_labels"].ge(0).all()
+    assert drop_conditions(_cond(50), 1.0, NULLS)["class_labels"].eq(10).all()
+
+
+def test_dropout_is_deterministic_per_sample():
+    seeds = list(range(40))
+    together = drop_conditions(_cond(40), 0.5, NULLS, seeded_generators(seeds))
+    alone = [drop_conditions(_cond(1), 0.5, NULLS, seeded_generators([s]))["class_labels"] for s in seeds]
+    labels = torch.where(torch.cat(alone) == 10, 10, -1)
+    assert torch.equal(torch.where(together["class_labels"] == 10, 10, -1), labels)
+    assert 0 < int(labels.eq(10).sum()) < 40
+    again = drop_conditions(_cond(40), 0.5, NULLS, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(again, drop_conditions(_cond(40), 0.5, NULLS, torch.Generator().manual_seed(3)))
+
+
+def test_null_and_select_conditions():
+    cond = _cond(3)
+    null = null_conditions(cond, NULLS)
+    assert null["class_labels"].tolist() == [10, 10, 10] and null["text"].abs().sum() == 0
+    assert torch.equal(null["lowres"], cond["lowres"])
+    picked = select_conditions(cond, NULLS, torch.tensor([True, False, True]))
+    assert picked["class_labels"].tolist() == [0, 10, 2]
+    assert picked["text"][1].abs().sum() == 0 and picked["text"][0].eq(1).all()
+    with pytest.raises(KeyError):
+        null_conditions({"lowres": cond["lowres"]}, NULLS)
