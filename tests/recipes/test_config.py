@@ -1,0 +1,312 @@
+"""Recipe configs: typed loading, one-line errors naming the key path, --set overrides, round trips,
+agreement with the core registries, and a README that documents every key."""
+
+import dataclasses
+import inspect
+import json
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+from polydiff.recipes.config import ConfigError, config_from_dict, config_to_dict
+from polydiff.recipes.files import load_recipe, save_resolved, to_json, to_toml
+from polydiff.recipes.reference import field_paths, markdown_reference
+from polydiff.recipes.schema import (
+    BEGIN,
+    DISCRETE_SCHEDULES,
+    END,
+    README,
+    DataConfig,
+    DiffusionConfig,
+    MLPOptions,
+    ObjectiveConfig,
+    OptimConfig,
+    RecipeConfig,
+    SampleConfig,
+    SwissRollOptions,
+    TrainConfig,
+)
+
+TOY = Path(__file__).parents[2] / "recipes" / "toy" / "swiss_roll.toml"
+
+
+@pytest.fixture(autouse=True)
+def heun_registered(monkeypatch):
+    """The toy recipe samples with 'heun': a stand-in until core.samplers registers the real one."""
+    from polydiff.core.samplers import SAMPLERS
+
+    if "heun" not in SAMPLERS:
+        monkeypatch.setitem(SAMPLERS, "heun", lambda denoiser, x, sigmas, **kwargs: x)
+
+
+def toy_with(tmp_path, old, new):
+    """The toy recipe with one piece of text replaced, written to tmp_path/x.toml."""
+    text = TOY.read_text()
+    assert old in text
+    path = tmp_path / "x.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def fails(path, overrides=()):
+    """The one-line message of the ConfigError that loading raises."""
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_toy_recipe_loads_typed_and_frozen():
+    cfg = load_recipe(TOY)
+    assert (cfg.name, cfg.modality, cfg.data.name, cfg.model.name) == ("swiss_roll", "toy", "swiss_roll", "mlp")
+    assert cfg.data.options == SwissRollOptions(num_samples=20000, noise=0.05)
+    assert cfg.model.options == MLPOptions(dims=2, hidden=128, depth=3, embed_dim=64)
+    assert cfg.optim.betas == (0.9, 0.999) and isinstance(cfg.optim.betas, tuple)
+    assert cfg.train.ema_decay is None and cfg.train.ema_halflife_steps == 500.0
+    assert cfg.sample == SampleConfig(sampler="heun", steps=18, spacing="karras", num=2000, seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim.lr = 1.0
+    assert hash(cfg) == hash(load_recipe(TOY))
+
+
+# ---------------------------------------------------------------------------------------------------
+# One-line errors from the file
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("lr = 1e-3", "lrr = 1e-3", "unknown key 'optim.lrr'; did you mean 'optim.lr'?"),
+        ("[optim]", "[optimizer]", "unknown key 'optimizer'; did you mean 'optim'?"),
+        ("noise = 0.05", "nosie = 0.05", "unknown key 'data.options.nosie'; did you mean 'data.options.noise'?"),
+        ("lr = 1e-3", "zzz = 1", "unknown key 'optim.zzz'; allowed: lr, betas, weight_decay, eps, warmup_steps, "
+         "lr_schedule, grad_clip"),
+        ("steps = 5000", 'steps = "ten"', "'train.steps' must be an integer, got \"ten\""),
+        ("steps = 5000", "steps = true", "'train.steps' must be an integer, got true"),
+        ("steps = 5000", "steps = 2.5", "'train.steps' must be an integer, got 2.5"),
+        ("lr = 1e-3", "lr = true", "'optim.lr' must be a number, got true"),
+        ("lr = 1e-3", 'lr = "fast"', "'optim.lr' must be a number, got \"fast\""),
+        ("lr = 1e-3", "lr = -1", "'optim.lr' must be > 0, got -1"),
+        ("val_fraction = 0.05", "val_fraction = 0.7", "'data.val_fraction' must be <= 0.5, got 0.7"),
+        ("grad_clip = 1.0", "grad_clip = 0", "'optim.grad_clip' must be > 0, got 0"),
+        ("grad_clip = 1.0", 'grad_clip = "x"', "'optim.grad_clip' must be a number or \"none\", got \"x\""),
+        ("lr = 1e-3", "betas = [0.9, 1.0]", "'optim.betas[1]' must be < 1, got 1.0"),
+        ("lr = 1e-3", "betas = [0.9]", "'optim.betas' must be a list of 2 numbers, got [0.9]"),
+        ("lr = 1e-3", 'betas = [0.9, "a"]', "'optim.betas[1]' must be a number, got \"a\""),
+        ("steps = 5000", 'mixed_precision = "fp8"', "'train.mixed_precision' must be one of \"no\", \"bf16\", "
+         "\"fp16\", got \"fp8\""),
+        ('spacing = "karras"', 'spacing = "karas"', "'sample.spacing' must be one of \"karras\", \"logsnr\", "
+         "\"linspace\", \"leading\", \"trailing\", got \"karas\"; did you mean \"karras\"?"),
+        ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', "'data.name' must be one of \"swiss_roll\", "
+         "got \"swiss\"; did you mean \"swiss_roll\"?"),
+        ('name = "swiss_roll"\nmodality', "modality", "missing required key 'name'"),
+        ('[data]\nname = "swiss_roll"\n', "[data]\n", "missing required key 'data.name'"),
+        ("embed_dim = 64", "embed_dim = 63", "'model.options.embed_dim' must be even (cos and sin halves), got 63"),
+        ("ema_halflife_steps = 500", "ema_halflife_steps = 500\nema_decay = 0.99",
+         "'train.ema_halflife_steps' and 'train.ema_decay' are both set; set only one"),
+    ],
+)  # fmt: skip
+def test_file_errors_are_one_line_naming_file_and_key(tmp_path, old, new, message):
+    path = toy_with(tmp_path, old, new)
+    assert fails(path) == f"{path}: {message}"
+
+
+def test_a_section_that_is_not_a_table(tmp_path):
+    path = tmp_path / "x.toml"
+    path.write_text('name = "x"\nmodality = "toy"\noptim = 3\n[data]\nname = "swiss_roll"\n[model]\nname = "mlp"\n')
+    assert fails(path) == f"{path}: 'optim' must be a table, got 3"
+    path.write_text('name = "x"\nmodality = "toy"\n[data]\nname = "swiss_roll"\n')
+    assert fails(path) == f"{path}: missing required key 'model'"
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    missing = tmp_path / "nope.toml"
+    assert fails(missing).startswith(f"{missing}: cannot read the file")
+    path = toy_with(tmp_path, "lr = 1e-3", "lr = = 1")
+    assert re.fullmatch(re.escape(f"{path}: invalid TOML: ") + r".*line \d+.*", fails(path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cross-field rules
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.ema_decay=0.999"], "'train.ema_halflife_steps' and 'train.ema_decay' are both set; set only one"),
+        (["diffusion.c_noise=discrete"], "'diffusion.c_noise' = \"discrete\" needs a discrete schedule (linear, "
+         "scaled_linear, cosine, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["sample.spacing=trailing"], "'sample.spacing' = \"trailing\" needs a discrete schedule (linear, "
+         "scaled_linear, cosine, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["objective.noise_levels=wavegrad"], "'objective.noise_levels' = \"wavegrad\" needs a discrete schedule "
+         "(linear, scaled_linear, cosine, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["diffusion.schedule=cosine", "diffusion.learned_variance=true"], "'objective.hybrid_vlb_weight' is 0.0: it "
+         "must be > 0 exactly when 'diffusion.learned_variance' is true (only L_vlb trains the variance, Nichol & "
+         "Dhariwal 2021)"),
+        (["diffusion.schedule=linear", "diffusion.zero_terminal_snr=true"], "'diffusion.parameterization' must be "
+         "\"v\" or \"x0\" with 'diffusion.zero_terminal_snr' (eps is undefined at SNR 0; Lin et al. 2023, sec. 3.2), "
+         "got \"edm\""),
+    ],
+)  # fmt: skip
+def test_cross_field_rules_blame_the_override_involved(overrides, message):
+    assert fails(TOY, overrides) == f"--set {overrides[-1]}: {message}"
+
+
+def test_a_consistent_discrete_recipe_loads():
+    sets = ["diffusion.schedule=cosine", "diffusion.c_noise=discrete", "diffusion.parameterization=v",
+            "diffusion.zero_terminal_snr=true", "diffusion.learned_variance=true", "objective.hybrid_vlb_weight=0.001",
+            "objective.noise_levels=discrete", "objective.weighting=min_snr", "sample.spacing=trailing"]  # fmt: skip
+    cfg = load_recipe(TOY, sets)
+    assert (cfg.diffusion.schedule, cfg.sample.spacing, cfg.objective.hybrid_vlb_weight) == ("cosine", "trailing", 1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# --set overrides
+
+
+def test_overrides_are_typed_nested_and_applied_in_order():
+    cfg = load_recipe(
+        TOY,
+        ["optim.lr=3e-4", 'train.mixed_precision="bf16"', "sample.sampler=heun", "optim.betas=[0.8, 0.95]",
+         "data.options.noise=0.2", "optim.grad_clip=none", "train.steps=1e4", "optim.weight_decay=1",
+         "train.out_dir=runs/a b", "sample.num=7", "sample.num=9"],
+    )  # fmt: skip
+    assert cfg.optim.lr == 3e-4 and cfg.train.mixed_precision == "bf16" and cfg.sample.sampler == "heun"
+    assert cfg.optim.betas == (0.8, 0.95) and cfg.data.options.noise == 0.2 and cfg.optim.grad_clip is None
+    assert cfg.train.steps == 10_000 and type(cfg.train.steps) is int
+    assert cfg.optim.weight_decay == 1.0 and type(cfg.optim.weight_decay) is float
+    assert cfg.train.out_dir == "runs/a b" and cfg.sample.num == 9
+
+
+def test_override_table_replaces_and_creates(tmp_path):
+    cfg = load_recipe(TOY, ["data.options={noise = 0.3}"])
+    assert cfg.data.options == SwissRollOptions(noise=0.3)  # num_samples back to its default
+    path = toy_with(tmp_path, 'name = "swiss_roll"\nmodality', "modality")
+    assert load_recipe(path, ["name=mine", "objective.gamma=2"]).name == "mine"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=3e-4", "unknown key 'optim.lrr'; did you mean 'optim.lr'?"),
+        ("train.steps=ten", "'train.steps' must be an integer, got \"ten\""),
+        ("optim.lr=-1", "'optim.lr' must be > 0, got -1"),
+        ("diffusion.zero_terminal_snr=1", "'diffusion.zero_terminal_snr' must be true or false, got 1"),
+        ("optim=3", "'optim' must be a table, got 3"),
+        ("optim.lr", "expected KEY=VALUE such as optim.lr=3e-4"),
+        (".lr=1", "expected KEY=VALUE such as optim.lr=3e-4"),
+        ("optim.lr.x=1", "'optim.lr' is 0.001, not a table"),
+        ("data.name=moons", "'data.name' must be one of \"swiss_roll\", got \"moons\""),
+    ],
+)
+def test_override_errors_name_the_override(override, message):
+    assert fails(TOY, [override]) == f"--set {override}: {message}"
+
+
+def test_unknown_sampler_lists_the_registry():
+    message = fails(TOY, ["sample.sampler=nope"])
+    assert message.startswith("--set sample.sampler=nope: 'sample.sampler' must be one of ") and '"heun"' in message
+
+
+def test_file_errors_stay_with_the_file_despite_overrides(tmp_path):
+    path = toy_with(tmp_path, "lr = 1e-3", "lrr = 1e-3")
+    assert fails(path, ["train.steps=10"]).startswith(f"{path}: unknown key 'optim.lrr'")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Round trips and construction in Python
+
+
+def test_dict_round_trip_is_exact():
+    cfg = load_recipe(TOY, ["optim.grad_clip=none", "optim.betas=[0.5, 0.25]", "train.cond_drop_prob=0.1"])
+    data = config_to_dict(cfg)
+    assert json.loads(json.dumps(data)) == data  # plain data, storable in a checkpoint
+    again = config_from_dict(RecipeConfig, data, source="ckpt")
+    assert again == cfg and config_to_dict(again) == data
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_saved_resolved_config_reloads_identically(tmp_path, suffix):
+    cfg = load_recipe(TOY, ["optim.grad_clip=none", "train.ema_halflife_steps=none", "train.ema_decay=0.9"])
+    path = save_resolved(cfg, tmp_path / f"config{suffix}")
+    assert path.read_text() == (to_toml(cfg) if suffix == ".toml" else to_json(cfg))
+    assert load_recipe(path) == cfg
+
+
+def test_config_from_dict_names_its_source():
+    data = config_to_dict(load_recipe(TOY))
+    data["optim"]["lr"] = 0
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(RecipeConfig, data, source="run/ckpt.pt:config")
+    assert str(info.value) == "run/ckpt.pt:config: 'optim.lr' must be > 0, got 0"
+    assert info.value.key == ("optim", "lr")
+
+
+def test_python_construction_is_validated_and_normalized():
+    with pytest.raises(ConfigError, match=r"^'lr' must be > 0, got -1$"):
+        OptimConfig(lr=-1)
+    optim = OptimConfig(lr=1, betas=[0.5, 0.6])
+    assert type(optim.lr) is float and optim.betas == (0.5, 0.6)
+    assert DataConfig(name="swiss_roll").options == SwissRollOptions()
+    assert DataConfig(name="swiss_roll", options={"noise": 0.2}).options.noise == 0.2
+    with pytest.raises(ConfigError, match=r"^'options' must be a table of options for data \"swiss_roll\""):
+        DataConfig(name="swiss_roll", options=MLPOptions())
+    with pytest.raises(ConfigError, match=r"^'c_noise' = \"discrete\" needs a discrete schedule"):
+        DiffusionConfig(c_noise="discrete")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Agreement with the core registries and the backbone
+
+
+def test_schema_names_match_the_core_registries():
+    from polydiff.core import precond
+    from polydiff.core.grids import GRIDS
+    from polydiff.core.noise_levels import NOISE_LEVELS
+    from polydiff.core.objectives import WEIGHTINGS
+    from polydiff.core.schedules import SCHEDULES, DiscreteSchedule, make_schedule
+
+    objective = typing.get_type_hints(ObjectiveConfig)
+    assert set(typing.get_args(objective["noise_levels"])) == set(NOISE_LEVELS)
+    assert set(typing.get_args(objective["weighting"])) == set(WEIGHTINGS)
+    hints = typing.get_type_hints(DiffusionConfig)
+    assert set(typing.get_args(hints["schedule"])) == set(SCHEDULES)
+    discrete = {name for name in SCHEDULES if isinstance(make_schedule(name), DiscreteSchedule)}
+    assert discrete == set(DISCRETE_SCHEDULES)
+    assert set(typing.get_args(hints["parameterization"])) == set(precond.PARAMETERIZATIONS)
+    assert all(callable(getattr(precond, f"{name}_c_noise")) for name in typing.get_args(hints["c_noise"]))
+    assert set(typing.get_args(typing.get_type_hints(SampleConfig)["spacing"])) == set(GRIDS)
+
+
+def test_mlp_options_are_the_backbone_arguments():
+    import torch
+
+    from polydiff.modalities.nn.mlp import MLPBackbone
+
+    options = load_recipe(TOY).model.options
+    assert set(config_to_dict(options)) == set(inspect.signature(MLPBackbone).parameters)
+    out = MLPBackbone(**config_to_dict(options))(torch.zeros(3, options.dims), torch.zeros(3), {})
+    assert out.shape == (3, options.dims)
+
+
+def test_ema_settings_are_the_ema_arguments():
+    from polydiff.train.ema import EMA
+
+    ema_keys = {name.removeprefix("ema_") for name in config_to_dict(TrainConfig()) if name.startswith("ema_")}
+    assert ema_keys == set(inspect.signature(EMA).parameters) - {"model"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Documentation
+
+
+def test_readme_reference_is_generated_from_the_schema():
+    text = README.read_text()
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    fix = 'regenerate with: python -c "import polydiff.recipes.schema as s; s.write_readme()"'
+    assert block == markdown_reference(RecipeConfig).strip(), fix
+    missing = [path for path in field_paths(RecipeConfig) if f"`{path}`" not in block]
+    assert not missing and len(field_paths(RecipeConfig)) > 50, missing
