@@ -120,7 +120,8 @@ class Precond(nn.Module):
         _, _, c_in = self.coefficients(sigma, x.ndim)
         return self.backbone(c_in * x, self.c_noise(sigma), cond if cond is not None else {})
 
-    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def split_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone output -> (parameterized mean, v in [0, 1] or None)."""
         if not self.learned_variance:
             return out, None
         mean, v = out.chunk(2, dim=1)
@@ -132,7 +133,7 @@ class Precond(nn.Module):
     def denoise_with_variance(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond = None):
         """(x0_hat, v) with v None unless the backbone learns the variance."""
         c_skip, c_out, _ = self.coefficients(sigma, x.ndim)
-        out, v = self._split(self.raw(x, sigma, cond))
+        out, v = self.split_output(self.raw(x, sigma, cond))
         return c_skip * x + c_out * out.to(x.dtype), v
 
     def target(self, x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
