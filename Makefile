@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(RUN) -m polydiff.demo
+	$(VENV)/bin/polydiff demo
 
 test: $(STAMP)
 	$(RUN) -m pytest -q

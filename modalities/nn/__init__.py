@@ -1,0 +1,1 @@
+"""Shared network blocks every modality builds from."""

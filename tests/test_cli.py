@@ -1,0 +1,61 @@
+"""The polydiff command: user errors are one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polydiff.cli import main
+
+RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "toy" / "swiss_roll.toml")
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "no/such/recipe.toml"], "recipe 'no/such/recipe.toml' not found"),
+        (["train", RECIPE, "--set", "optim.lrr=1e-3"], "did you mean 'optim.lr'"),
+        (["train", RECIPE, "--set", "train.steps=ten"], "'train.steps' must be an integer"),
+        (["train", RECIPE, "--set", "optim.lr=-1"], "'optim.lr' must be > 0"),
+        (["train", RECIPE, "--bogus"], "unrecognized arguments: --bogus"),
+        (["sample", "no/such/dir"], "no/such/dir"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(capsys, argv, expected):
+    code, err = run(capsys, *argv)
+    assert code == 2
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_sample_refuses_foreign_folders_and_pickles(capsys, tmp_path):
+    (tmp_path / "config.json").write_text('{"hello": 1}')
+    code, err = run(capsys, "sample", str(tmp_path))
+    assert code == 2 and "not a polydiff model folder" in err
+    pickle_dir = tmp_path / "p"
+    pickle_dir.mkdir()
+    (pickle_dir / "model.ckpt").write_bytes(b"\x80\x04\x95")
+    code, err = run(capsys, "sample", str(pickle_dir / "model.ckpt"))
+    assert code == 2 and "pickle" in err
+
+
+def test_info_lists_versions_and_samplers(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "heun" in out
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(Exception, match="not found"):
+        main(["--debug", "train", "no/such/recipe.toml"])
