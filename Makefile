@@ -11,8 +11,8 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(RUN) || $(PY) -m venv $(VENV)
-	$(RUN) -m pip install --quiet --upgrade pip
-	$(RUN) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(RUN) -m pip install -qq --upgrade pip
+	$(RUN) -m pip install -qq -c constraints.txt -e '.[dev,bench]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

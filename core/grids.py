@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from .schedules import DiscreteSchedule, Schedule
+from .utils import lookup
 
 
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -73,6 +74,4 @@ def sampling_sigmas(schedule: Schedule, steps: int, spacing: str = "karras") -> 
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if spacing not in GRIDS:
-        raise KeyError(f"unknown spacing {spacing!r}; known: {', '.join(GRIDS)}")
-    return GRIDS[spacing](schedule, steps)
+    return lookup(GRIDS, spacing, "spacing")(schedule, steps)

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from .schedules import DiscreteSchedule, Schedule, alpha_bar_to_sigma
-from .utils import Generator, rand_like_batch, randn_like
+from .utils import Generator, lookup, rand_like_batch, randn_like
 
 
 class NoiseLevels(Protocol):
@@ -135,7 +135,5 @@ NOISE_LEVELS: dict[str, Callable[..., NoiseLevels]] = {
 
 def make_noise_levels(name: str, **kwargs) -> NoiseLevels:
     """Build a distribution from ``NOISE_LEVELS`` by name, e.g. ``make_noise_levels("lognormal", p_mean=-1.2)``."""
-    if name not in NOISE_LEVELS:
-        raise KeyError(f"unknown noise levels {name!r}; known: {', '.join(sorted(NOISE_LEVELS))}")
-    return NOISE_LEVELS[name](**kwargs)
+    return lookup(NOISE_LEVELS, name, "noise levels")(**kwargs)
 

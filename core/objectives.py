@@ -40,7 +40,7 @@ import torch
 from .denoiser import Cond
 from .noise_levels import NOISE_LEVELS, DiscreteUniform, NoiseLevels
 from .schedules import DiscreteSchedule
-from .utils import Generator, append_dims, randn_like
+from .utils import Generator, append_dims, lookup, randn_like
 from .vlb import DECODERS, reverse_log_variance, vlb_term
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,9 +201,7 @@ class Objective:
 
 def _pop_fields(registry: dict, name: str, kwargs: dict, what: str):
     """Build ``registry[name]`` from the entries of ``kwargs`` that are its dataclass fields (popped)."""
-    if name not in registry:
-        raise KeyError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}")
-    cls = registry[name]
+    cls = lookup(registry, name, what)
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
 

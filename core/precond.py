@@ -18,7 +18,7 @@ from torch import nn
 
 from .denoiser import Cond
 from .schedules import DiscreteSchedule
-from .utils import append_dims
+from .utils import append_dims, lookup
 
 Coeffs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # c_skip, c_out, c_in, each (B,)
 
@@ -103,10 +103,8 @@ class Precond(nn.Module):
         learned_variance: bool = False,
     ):
         super().__init__()
-        if parameterization not in PARAMETERIZATIONS:
-            raise KeyError(f"unknown parameterization {parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         self.backbone = backbone
-        self.parameterization = PARAMETERIZATIONS[parameterization]
+        self.parameterization = lookup(PARAMETERIZATIONS, parameterization, "parameterization")
         self.c_noise = c_noise
         self.sigma_data = float(sigma_data)
         self.learned_variance = learned_variance

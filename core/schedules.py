@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from .utils import lookup
+
 # ---------------------------------------------------------------------------------------------------
 # Conversions (all elementwise)
 
@@ -261,6 +263,4 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 
 def make_schedule(name: str, **kwargs) -> Schedule:
     """Build a schedule from ``SCHEDULES`` by name, e.g. ``make_schedule("cosine", num_steps=1000)``."""
-    if name not in SCHEDULES:
-        raise KeyError(f"unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}")
-    return SCHEDULES[name](**kwargs)
+    return lookup(SCHEDULES, name, "schedule")(**kwargs)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
+T = TypeVar("T")
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
 
@@ -52,3 +54,10 @@ def batch_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """A noise level as a ``(B,)`` tensor on ``x``'s device and dtype."""
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+
+
+def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
+    """``registry[name]``, or a KeyError that names ``what`` was asked for and the known names."""
+    if name not in registry:
+        raise KeyError(f"unknown {what} {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]

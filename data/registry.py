@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..core.utils import lookup
 from .swiss_roll import swiss_roll
 
 
@@ -33,9 +34,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {"swiss_roll": _swiss_roll}
 
 def build_dataset(name: str, options, seed: int) -> Dataset:
     """The data set ``name`` built from its options (seeded where it is synthetic)."""
-    if name not in DATASETS:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](options, seed)
+    return lookup(DATASETS, name, "data set")(options, seed)
 
 
 def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

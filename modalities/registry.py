@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..core.utils import lookup
 from .nn.mlp import MLPBackbone
 
 
@@ -21,6 +22,4 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp}
 
 def build_backbone(name: str, options, out_factor: int = 1) -> nn.Module:
     """The backbone ``name`` built from its options."""
-    if name not in BACKBONES:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name](options, out_factor)
+    return lookup(BACKBONES, name, "model")(options, out_factor)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..core.utils import lookup
+
 
 def write_scatter(samples: torch.Tensor, path: Path, reference: torch.Tensor | None = None) -> Path:
     """2-D points (N, 2) as a scatter PNG (next to reference data when given)."""
@@ -35,6 +37,4 @@ WRITERS: dict[str, Callable[..., Path]] = {"toy": write_scatter}
 
 def write_samples(modality: str, samples: torch.Tensor, path: Path, reference: torch.Tensor | None = None) -> Path:
     """Write ``samples`` with the modality's writer; returns the file written."""
-    if modality not in WRITERS:
-        raise KeyError(f"no sample writer for modality {modality!r} yet; known: {', '.join(WRITERS)}")
-    return WRITERS[modality](samples, path, reference)
+    return lookup(WRITERS, modality, "sample writer (modality)")(samples, path, reference)

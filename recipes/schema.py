@@ -88,7 +88,7 @@ register_options("model", "mlp", MLPOptions)
 @dataclass(frozen=True)
 class DataConfig(Config):
     name: str = setting(doc="data set (see its options below)", choices=_registered("data"))
-    batch_size: int = setting(256, gt=0, doc="samples per micro-batch")
+    batch_size: int = setting(256, gt=0, doc="samples per micro-batch over all processes (the global batch; each of W processes takes 1/W)")
     val_fraction: float = setting(0.05, ge=0, le=0.5, doc="fraction of the data held out for validation")
     num_workers: int = setting(0, ge=0, doc="data-loader worker processes")
     options: object = setting(None, options=("data", "name"), doc="keys of the chosen data set")

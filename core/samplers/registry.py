@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..utils import lookup
+
 Sampler = Callable[..., "torch.Tensor"]  # noqa: F821 - documented signature above
 
 SAMPLERS: dict[str, Sampler] = {}
@@ -36,6 +38,4 @@ def register(name: str, *, stochastic: bool = False) -> Callable[[Sampler], Samp
 
 def get_sampler(name: str) -> Sampler:
     """Look a sampler up by name, with the known names in the error."""
-    if name not in SAMPLERS:
-        raise KeyError(f"unknown sampler {name!r}; known: {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[name]
+    return lookup(SAMPLERS, name, "sampler")

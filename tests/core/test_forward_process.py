@@ -16,12 +16,7 @@ from polydiff.core.precond import vp_latent
 from polydiff.core.schedules import alpha_bar_to_sigma, make_schedule
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def test_q_sample_has_the_marginal_moments():

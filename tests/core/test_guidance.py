@@ -17,15 +17,6 @@ SHAPES = [(2, 3), (1, 2, 3), (1, 2, 2, 2)]  # x is 3-, 4- and 5-D: (B, C, T), (B
 SCALES = [0.0, 1.0, 2.5, 7.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 tensors: intra-op threads only add contention on the shared 2-core machine (~8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _problem(shape, batch=6, seed=0):
     """A 3-class mixture over ``shape``, noisy points at per-sample sigmas, and their labels."""
     gm = random_mixture(math.prod(shape), components=6, rank=1, std=0.4, spread=1.0, classes=3, shape=shape, seed=seed)

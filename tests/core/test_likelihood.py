@@ -23,14 +23,6 @@ F64 = torch.float64
 SIGMA_MIN, SIGMA_MAX = 0.01, 100.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 tensors: intra-op threads only add contention on the shared 2-core machine (~8x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # --- the integrator -----------------------------------------------------------------------------------
 
 

@@ -23,12 +23,7 @@ SHAPE = (2, 4)  # (C, L): channels on dim 1, as a learned-variance Precond needs
 SIGMA_DATA = 0.5
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _gaussian() -> GaussianMixture:

@@ -50,15 +50,6 @@ def case_id(case) -> str:
     return name + "".join(f"[{k}={v}]" for k, v in options.items())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_mixture(kind: str, shape=(2,)) -> GaussianMixture:
     """The data of each test: 'gaussian' (one low-rank-plus-isotropic component, so the PF-ODE map is
     known in closed form), 'mixture' (3 overlapping components) or 'separated' (3 isotropic 2-D components

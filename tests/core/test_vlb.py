@@ -25,12 +25,7 @@ from polydiff.core.utils import seeded_generators
 MU, S = 0.3, 0.5
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _gaussian(dim: int) -> GaussianMixture:

@@ -1,0 +1,31 @@
+"""BENCHMARKS.md is assembled from sections, one per benchmark, each replaced in place when its
+benchmark runs again (between ``<!-- section: NAME -->`` and ``<!-- end: NAME -->``)."""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+HEADER = "# Benchmarks\n\nEach section is written by the benchmark it names (`make bench` runs them all).\n"
+
+
+def machine() -> str:
+    """One line naming the machine a benchmark ran on."""
+    import os
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+
+
+def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> Path:
+    """Put ``markdown`` into the file as section ``name`` (replacing an older one, else appending)."""
+    text = path.read_text() if path.exists() else HEADER
+    block = f"<!-- section: {name} -->\n{markdown.strip()}\n<!-- end: {name} -->"
+    pattern = re.compile(rf"<!-- section: {re.escape(name)} -->.*?<!-- end: {re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n{block}\n"
+    path.write_text(text)
+    return path
