@@ -24,6 +24,10 @@ class TensorExamples(Dataset):
     def __getitem__(self, i: int) -> dict:
         return {"x": self.x[i], "cond": {k: v[i] for k, v in self.cond.items()}}
 
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A whole batch by one gather (the DataLoader's batched fetch; ``collate`` passes it through)."""
+        return self[torch.as_tensor(indices)]
+
 
 def _swiss_roll(options, seed: int) -> Dataset:
     return TensorExamples(swiss_roll(options.num_samples, options.noise, torch.Generator().manual_seed(seed)))
@@ -45,8 +49,11 @@ def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Da
     return Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
 
 
-def collate(items: list[dict]) -> dict:
-    """Stack a list of examples into a batch ``{"x": (B, *S), "cond": {k: (B, ...)}}``."""
+def collate(items: list[dict] | dict) -> dict:
+    """Stack a list of examples into a batch ``{"x": (B, *S), "cond": {k: (B, ...)}}`` (a batch fetched
+    whole by ``__getitems__`` is already one)."""
+    if isinstance(items, dict):
+        return items
     return {
         "x": torch.stack([it["x"] for it in items]),
         "cond": {k: torch.stack([it["cond"][k] for it in items]) for k in items[0]["cond"]},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -82,6 +83,9 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_at: int | None = None
     """Train ``cfg``; with ``resume`` continue its run folder's newest complete checkpoint exactly.
     ``stop_at`` ends the run after that step as if it were interrupted (to test resume)."""
     t = cfg.train
+    # accelerate keeps one process-wide state; a second run in the same process (tests, notebooks) with
+    # another precision must start from a clean one. The distributed setup (PartialState) is kept.
+    AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
     run_dir = Path(t.out_dir) / cfg.name
     ckpt = _resume_state(cfg, run_dir, resume)
