@@ -19,6 +19,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"polydiff: error: {message} (see 'polydiff {self.prog.split()[-1]} --help')\n")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def resolve_recipe(name: str) -> Path:
     """A recipe path, or a bundled recipe name such as ``toy/swiss_roll``."""
     from .train.errors import UserError
@@ -111,16 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="a recipe TOML file or a bundled name such as toy/swiss_roll")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     p.add_argument("--resume", action="store_true", help="continue the run from its newest complete checkpoint")
-    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+    p.add_argument("--stop-at", type=positive_int, default=None, metavar="STEP",
                    help="stop after STEP as if interrupted (checkpoint written; for testing --resume)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample a trained model folder")
     p.add_argument("model_dir")
-    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--num", type=positive_int, default=16)
     p.add_argument("--sampler", default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--guidance", type=non_negative_float, default=None)
     p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples", help="output path (the suffix is the modality's)")
@@ -128,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train the toy recipe and sample it (about a minute on a CPU)")
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=positive_int, default=2500)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="versions, devices, threads")

@@ -30,6 +30,9 @@ def run(capsys, *argv: str) -> tuple[int, str]:
         (["train", RECIPE, "--bogus"], "unrecognized arguments: --bogus"),
         (["sample", "no/such/dir"], "no/such/dir"),
         (["frobnicate"], "invalid choice"),
+        (["sample", "some/model", "--steps", "0"], "expected a positive integer, got 0"),
+        (["sample", "some/model", "--num", "many"], "expected a positive integer, got 'many'"),
+        (["sample", "some/model", "--guidance", "nan"], "expected a finite number >= 0"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(capsys, argv, expected):
@@ -59,3 +62,18 @@ def test_info_lists_versions_and_samplers(capsys):
 def test_debug_shows_the_traceback(capsys):
     with pytest.raises(Exception, match="not found"):
         main(["--debug", "train", "no/such/recipe.toml"])
+
+
+def test_train_then_sample_from_the_command_line(capsys, tmp_path):
+    sets = ["train.steps=6", "data.batch_size=16", "data.options.num_samples=200", "model.options.hidden=16",
+            "model.options.depth=1", "train.sample_every=0", "train.val_every=0", f'train.out_dir="{tmp_path}"']
+    assert main(["train", "toy/swiss_roll", *[a for s in sets for a in ("--set", s)]]) == 0
+    model_dir = tmp_path / "swiss_roll" / "model"
+    assert "polydiff sample" in capsys.readouterr().out
+    out = tmp_path / "drawn"
+    assert main(["sample", str(model_dir), "--num", "8", "--steps", "3", "--sampler", "euler", "--out", str(out)]) == 0
+    assert (tmp_path / "drawn.png").is_file()
+    code, err = run(capsys, "sample", str(model_dir), "--sampler", "bogus")
+    assert code == 2 and "unknown sampler 'bogus'" in err
+    code, err = run(capsys, "train", "toy/swiss_roll", *[a for s in sets for a in ("--set", s)])
+    assert code == 2 and "--resume" in err  # the run folder holds checkpoints: never overwritten silently
