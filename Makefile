@@ -26,6 +26,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) -m polydiff.benchmarks.samplers
+	$(RUN) -m polydiff.benchmarks.trainer_overhead
 
 clean:
 	rm -rf $(VENV) *.egg-info out
