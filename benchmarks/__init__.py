@@ -1,0 +1,1 @@
+"""Side-by-side measurements that write BENCHMARKS.md sections (see each module)."""
