@@ -99,6 +99,10 @@ same optimisation work (same model, loss draws, AdamW, clipping, LR schedule, EM
 adds {periodic_text}. Target: within 10% of the bare loop.
 
 {chr(10).join(rows)}
+
+The engine's own cost is the "periodic work off" row. With the periodic work on, most of the difference
+is the recipe's sample grid ({bare_cfg.sample.num} points by {bare_cfg.sample.sampler} in {bare_cfg.sample.steps} steps, every {args.steps // 5} steps) and the
+validation loss at six noise levels: work the recipe asks for, not loop overhead.
 """
     print(md)
     write_section("trainer-overhead", md)
