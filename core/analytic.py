@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import torch
 
 from .denoiser import Cond
-from .utils import Generator, batch_sigma, randn_like
+from .precond import x0_to_eps, x0_to_score, x0_to_v
+from .utils import Generator, batch_sigma, lookup, randn_like
 
 
 class GaussianMixture:
@@ -134,6 +135,15 @@ class GaussianMixture:
         """grad_x log p_sigma(x) = (D*(x) - x) / sigma^2."""
         s = batch_sigma(sigma, x).reshape(-1, *([1] * (x.ndim - 1)))
         return (self.denoiser(x, sigma, cond) - x) / s**2
+
+    def prediction(self, x: torch.Tensor, sigma, parameterization: str = "x0", cond: Cond = None) -> torch.Tensor:
+        """The exact prediction in any parameterization: 'x0' (the denoiser), 'eps' = (x - x0) / sigma,
+        'v' (Salimans & Ho 2022, in sigma form) or 'score' (Tweedie), via ``core.precond``'s conversions."""
+        sigma = batch_sigma(sigma, x)
+        x0 = self.denoiser(x, sigma, cond)
+        convert = {"x0": lambda: x0, "eps": lambda: x0_to_eps(x0, x, sigma), "v": lambda: x0_to_v(x0, x, sigma),
+                   "score": lambda: x0_to_score(x0, x, sigma)}
+        return lookup(convert, parameterization, "parameterization")()
 
     def ode_solution(self, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
         """Exact probability-flow ODE map x(sigma_from) -> x(sigma_to) for a single Gaussian (K = 1):

@@ -81,3 +81,21 @@ def test_single_gaussian_ode_solution_solves_the_ode():
         x_plus, x_minus, x_mid = (mixture.ode_solution(x_start, 10.0, s) for s in (sigma + h, sigma - h, sigma))
         derivative = (x_plus - x_minus) / (2 * h)
         torch.testing.assert_close(derivative, (x_mid - mixture(x_mid, sigma)) / sigma, atol=1e-6, rtol=1e-6)
+
+
+def test_exact_prediction_in_every_parameterization():
+    """eps, v and score of the exact model satisfy their defining identities with the exact x0."""
+    mixture = random_mixture(4, 3, rank=1, shape=(2, 2))
+    g = torch.Generator().manual_seed(4)
+    x = 2.0 * torch.randn(5, 2, 2, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0, 8.0], dtype=torch.float64)
+    s = sigma.reshape(-1, 1, 1)
+    x0 = mixture.prediction(x, sigma, "x0")
+    torch.testing.assert_close(x0, mixture(x, sigma))
+    eps = mixture.prediction(x, sigma, "eps")
+    torch.testing.assert_close(x0 + s * eps, x)  # x = x0 + sigma eps
+    alpha, sigma_vp = (1 + s**2).rsqrt(), s * (1 + s**2).rsqrt()
+    torch.testing.assert_close(mixture.prediction(x, sigma, "v"), alpha * eps - sigma_vp * x0)
+    torch.testing.assert_close(mixture.prediction(x, sigma, "score"), mixture.score(x, sigma))
+    with pytest.raises(KeyError, match="known"):
+        mixture.prediction(x, sigma, "flow")
