@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"polydiff: training stopped: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("polydiff: interrupted; resume with --resume from the newest checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        detail = f" ({err})" if str(err) else ""
+        print(f"polydiff: interrupted{detail}; continue with --resume", file=sys.stderr)
         return 130
 
 

@@ -30,6 +30,7 @@ from .checkpoint import checkpoint_config, latest_checkpoint, list_checkpoints, 
 from .data_order import StepBatchSampler, rank_share
 from .ema import EMA
 from .errors import TrainingStopped, UserError
+from .interrupt import DeferredInterrupt
 from .logs import RunLog, plot_loss_curve
 from .lr import make_lr_scheduler
 from .periodic import sample_and_write, save_model, validation_loss
@@ -119,66 +120,70 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_at: int | None = None
     end = t.steps if stop_at is None else min(t.steps, stop_at)
     bar = tqdm(range(start, end), initial=start, total=t.steps, desc=f"train {cfg.name}", unit="step",
                disable=not (progress and acc.is_main_process), dynamic_ncols=True)
-    for step in bar:
-        total = torch.zeros((), device=acc.device)
-        for micro in range(t.grad_accum):
-            batch = next(batches)
-            x0 = batch["x"].to(acc.device)
-            cond = {k: v.to(acc.device) for k, v in batch["cond"].items()}
-            g = torch.Generator().manual_seed(_step_seed(t.seed, step, micro))
-            proto = x0.new_empty((cfg.data.batch_size, *x0.shape[1:]), device="cpu")
-            draws = {k: v[share].to(acc.device) for k, v in objective.draw(proto, g).items()}
-            if t.cond_drop_prob > 0 and cond:
-                keep = torch.rand(cfg.data.batch_size, generator=g)[share].to(acc.device) >= t.cond_drop_prob
-                cond = select_conditions(cond, null_cond, keep)
-            sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(step_module)
-            with sync, acc.autocast():
-                loss = step_module(x0, draws, cond).mean() / t.grad_accum
-                acc.backward(loss)
-            total += loss.detach()
-        total = acc.reduce(total, "mean")
-        finite = bool(torch.isfinite(total))
-        if finite and o.grad_clip is not None:
-            norm = acc.clip_grad_norm_(step_module.parameters(), o.grad_clip)
-            finite = t.mixed_precision == "fp16" or bool(torch.isfinite(torch.as_tensor(norm)))
-        if finite:
-            optimizer.step()
-            if ema is not None:
-                ema.update(denoiser)
-            in_row, last_loss = 0, float(total)
-            window.append(last_loss)
-        else:
-            in_row += 1
-            stats["nonfinite_skipped"] += 1
-            if in_row >= t.max_nonfinite_in_row:
-                newest = latest_checkpoint(run_dir)
-                raise TrainingStopped(
-                    f"step {step + 1}: the loss or its gradient was not finite {in_row} times in a row, so the run "
-                    f"stopped; try a lower optim.lr, optim.grad_clip, train.mixed_precision='bf16' instead of 'fp16', "
-                    f"or check the data. Newest good checkpoint: {newest or 'none yet'}"
-                )
-        optimizer.zero_grad(set_to_none=True)
-        lr_scheduler.step()
-        done = step + 1
-        if done % t.log_every == 0 or done == end:
-            rate = len(window) / max(time.perf_counter() - tick, 1e-9)
-            if window:
-                log.scalars(done, {"train/loss": sum(window) / len(window), "train/lr": lr_scheduler.get_last_lr()[0],
-                                   "train/steps_per_s": rate, "train/nonfinite_skipped": stats["nonfinite_skipped"]})
-            bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-            window, tick = [], time.perf_counter()
-        sampling_model = ema.model if ema is not None else denoiser
-        if t.val_every and done % t.val_every == 0 and len(val_set):
-            log.scalars(done, {"val/loss": validation_loss(denoiser, val_set, cfg, acc.device)})
-        if t.sample_every and done % t.sample_every == 0 and acc.is_main_process:
-            png = sample_and_write(sampling_model, schedule, cfg, run_dir / "samples" / f"step_{done:06d}", val_set)
-            log.image("samples", done, png)
-        if done % t.checkpoint_every == 0 or done == end:
-            if acc.is_main_process:
-                save_checkpoint(run_dir, done, model=denoiser, ema=ema, optimizer=optimizer,
-                                lr_scheduler=lr_scheduler, extra_state={"step": done, "stats": stats},
-                                config=config_to_dict(cfg), keep_last=t.keep_last)
-            acc.wait_for_everyone()
+    interrupt = DeferredInterrupt(active=acc.num_processes == 1)
+    with interrupt:
+        for step in bar:
+            total = torch.zeros((), device=acc.device)
+            for micro in range(t.grad_accum):
+                batch = next(batches)
+                x0 = batch["x"].to(acc.device)
+                cond = {k: v.to(acc.device) for k, v in batch["cond"].items()}
+                g = torch.Generator().manual_seed(_step_seed(t.seed, step, micro))
+                proto = x0.new_empty((cfg.data.batch_size, *x0.shape[1:]), device="cpu")
+                draws = {k: v[share].to(acc.device) for k, v in objective.draw(proto, g).items()}
+                if t.cond_drop_prob > 0 and cond:
+                    keep = torch.rand(cfg.data.batch_size, generator=g)[share].to(acc.device) >= t.cond_drop_prob
+                    cond = select_conditions(cond, null_cond, keep)
+                sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(step_module)
+                with sync, acc.autocast():
+                    loss = step_module(x0, draws, cond).mean() / t.grad_accum
+                    acc.backward(loss)
+                total += loss.detach()
+            total = acc.reduce(total, "mean")
+            finite = bool(torch.isfinite(total))
+            if finite and o.grad_clip is not None:
+                norm = acc.clip_grad_norm_(step_module.parameters(), o.grad_clip)
+                finite = t.mixed_precision == "fp16" or bool(torch.isfinite(torch.as_tensor(norm)))
+            if finite:
+                optimizer.step()
+                if ema is not None:
+                    ema.update(denoiser)
+                in_row, last_loss = 0, float(total)
+                window.append(last_loss)
+            else:
+                in_row += 1
+                stats["nonfinite_skipped"] += 1
+                if in_row >= t.max_nonfinite_in_row:
+                    newest = latest_checkpoint(run_dir)
+                    raise TrainingStopped(
+                        f"step {step + 1}: the loss or its gradient was not finite {in_row} times in a row, so the run "
+                        f"stopped; try a lower optim.lr, optim.grad_clip, train.mixed_precision='bf16' instead of 'fp16', "
+                        f"or check the data. Newest good checkpoint: {newest or 'none yet'}"
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            lr_scheduler.step()
+            done = step + 1
+            if done % t.log_every == 0 or done == end:
+                rate = len(window) / max(time.perf_counter() - tick, 1e-9)
+                if window:
+                    log.scalars(done, {"train/loss": sum(window) / len(window), "train/lr": lr_scheduler.get_last_lr()[0],
+                                       "train/steps_per_s": rate, "train/nonfinite_skipped": stats["nonfinite_skipped"]})
+                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
+                window, tick = [], time.perf_counter()
+            sampling_model = ema.model if ema is not None else denoiser
+            if t.val_every and done % t.val_every == 0 and len(val_set):
+                log.scalars(done, {"val/loss": validation_loss(denoiser, val_set, cfg, acc.device)})
+            if t.sample_every and done % t.sample_every == 0 and acc.is_main_process:
+                png = sample_and_write(sampling_model, schedule, cfg, run_dir / "samples" / f"step_{done:06d}", val_set)
+                log.image("samples", done, png)
+            if done % t.checkpoint_every == 0 or done == end or interrupt.requested:
+                if acc.is_main_process:
+                    saved = save_checkpoint(
+                        run_dir, done, model=denoiser, ema=ema, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                        extra_state={"step": done, "stats": stats}, config=config_to_dict(cfg), keep_last=t.keep_last)
+                acc.wait_for_everyone()
+            if interrupt.requested:
+                raise KeyboardInterrupt(f"after step {done}, checkpoint {saved}")
     bar.close()
     model_dir = None
     if acc.is_main_process and end == t.steps:

@@ -149,3 +149,27 @@ def test_mixed_precision_with_gradient_accumulation_trains(tmp_path, precision):
     assert result.nonfinite_skipped == 0 or precision == "fp16"  # fp16's loss scaler may skip early steps
     weights = load_file(result.model_dir / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    original, calls = TrainingStep.forward, {"n": 0}
+
+    def forward(self, x0, draws, cond):
+        calls["n"] += 1
+        if calls["n"] == 7:  # Ctrl-C in the middle of step 7
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x0, draws, cond)
+
+    monkeypatch.setattr(TrainingStep, "forward", forward)
+    with pytest.raises(KeyboardInterrupt, match="after step 7, checkpoint .*step_000007"):
+        train(small_recipe(tmp_path / "b"), progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(TrainingStep, "forward", original)
+    resumed = train(small_recipe(tmp_path / "b"), resume=True, progress=False)
+    straight = train(small_recipe(tmp_path / "a"), progress=False)
+    a = load_file(latest_checkpoint(straight.run_dir) / "tensors.safetensors")
+    b = load_file(latest_checkpoint(resumed.run_dir) / "tensors.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("parts/model", "parts/ema")))
