@@ -80,116 +80,155 @@ def _resume_state(cfg: RecipeConfig, run_dir: Path, resume: bool) -> Path | None
     return ckpt
 
 
+class _Run:
+    """The state of one training run and the pieces of its step; ``train`` drives it."""
+
+    def __init__(self, cfg: RecipeConfig, resume: bool, progress: bool):
+        t, o = cfg.train, cfg.optim
+        # accelerate keeps one process-wide state; a second run in the same process (tests, notebooks) with
+        # another precision must start from a clean one. The distributed setup (PartialState) is kept.
+        AcceleratorState._reset_state()
+        self.acc = acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
+        self.cfg, self.progress = cfg, progress
+        self.run_dir = Path(t.out_dir) / cfg.name
+        ckpt = _resume_state(cfg, self.run_dir, resume)
+        torch.manual_seed(t.seed)
+        self.schedule = build_schedule(cfg)
+        denoiser, self.objective = build_denoiser(cfg, self.schedule), build_objective(cfg, self.schedule)
+        self.ema = EMA(denoiser, t.ema_decay, t.ema_halflife_steps, t.ema_warmup, t.ema_rampup_ratio) if (
+            t.ema_decay is not None or t.ema_halflife_steps is not None) else None
+        optimizer = torch.optim.AdamW(denoiser.parameters(), o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.lr_scheduler = make_lr_scheduler(optimizer, o.warmup_steps, t.steps, o.lr_schedule)
+        self.start, self.stats = 0, {"nonfinite_skipped": 0}
+        if ckpt is not None:
+            extra = load_checkpoint(ckpt, model=denoiser, ema=self.ema, optimizer=optimizer,
+                                    lr_scheduler=self.lr_scheduler)
+            self.start, self.stats = int(extra["step"]), dict(extra["stats"])
+        self.step_module, self.optimizer = acc.prepare(TrainingStep(denoiser, self.objective), optimizer)
+        self.denoiser = acc.unwrap_model(self.step_module).denoiser
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_resolved(cfg, self.run_dir / "config.toml")
+        self.log = RunLog(self.run_dir, acc.is_main_process)
+        train_set, self.val_set = build_data(cfg)
+        self.share = rank_share(cfg.data.batch_size, acc.process_index, acc.num_processes)
+        sampler = StepBatchSampler(len(train_set), cfg.data.batch_size, t.seed, self.start * t.grad_accum,
+                                   acc.process_index, acc.num_processes)
+        self.batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
+                                       num_workers=cfg.data.num_workers))
+        self.null_cond = getattr(self.denoiser.backbone, "null_cond", {})
+        self.in_row, self.last_loss, self.window, self.tick = 0, float("nan"), [], time.perf_counter()
+
+    def accumulate_gradients(self, step: int) -> torch.Tensor:
+        """Forward and backward over the step's micro-batches; returns the mean loss over all processes.
+        Noise (and condition dropout) is drawn for the global batch and sliced to this rank's rows."""
+        t, acc, B = self.cfg.train, self.acc, self.cfg.data.batch_size
+        total = torch.zeros((), device=acc.device)
+        for micro in range(t.grad_accum):
+            batch = next(self.batches)
+            x0 = batch["x"].to(acc.device)
+            cond = {k: v.to(acc.device) for k, v in batch["cond"].items()}
+            g = torch.Generator().manual_seed(_step_seed(t.seed, step, micro))
+            proto = x0.new_empty((B, *x0.shape[1:]), device="cpu")  # the global batch's shape
+            draws = {k: v[self.share].to(acc.device) for k, v in self.objective.draw(proto, g).items()}
+            if t.cond_drop_prob > 0 and cond:
+                keep = torch.rand(B, generator=g)[self.share].to(acc.device) >= t.cond_drop_prob
+                cond = select_conditions(cond, self.null_cond, keep)
+            sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.step_module)
+            with sync, acc.autocast():
+                loss = self.step_module(x0, draws, cond).mean() / t.grad_accum
+                acc.backward(loss)
+            total += loss.detach()
+        return acc.reduce(total, "mean")
+
+    def update(self, step: int, total: torch.Tensor) -> None:
+        """Clip and apply the gradients, or skip a non-finite step (counted; too many in a row stop the run)."""
+        t, clip = self.cfg.train, self.cfg.optim.grad_clip
+        finite = bool(torch.isfinite(total))
+        if finite and clip is not None:
+            norm = self.acc.clip_grad_norm_(self.step_module.parameters(), clip)
+            finite = t.mixed_precision == "fp16" or bool(torch.isfinite(torch.as_tensor(norm)))  # fp16: the scaler skips
+        if finite:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.denoiser)
+            self.in_row, self.last_loss = 0, float(total)
+            self.window.append(self.last_loss)
+        else:
+            self.in_row += 1
+            self.stats["nonfinite_skipped"] += 1
+            if self.in_row >= t.max_nonfinite_in_row:
+                raise TrainingStopped(
+                    f"step {step + 1}: the loss or its gradient was not finite {self.in_row} times in a row, so the "
+                    f"run stopped; try a lower optim.lr, optim.grad_clip, train.mixed_precision='bf16' instead of "
+                    f"'fp16', or check the data. Newest good checkpoint: {latest_checkpoint(self.run_dir) or 'none yet'}"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_scheduler.step()
+
+    @property
+    def sampling_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.denoiser
+
+    def periodic(self, done: int, last: bool, bar) -> None:
+        """Logs, validation loss and sample files when they fall due after step ``done``."""
+        t = self.cfg.train
+        if done % t.log_every == 0 or last:
+            if self.window:
+                rate = len(self.window) / max(time.perf_counter() - self.tick, 1e-9)
+                self.log.scalars(done, {
+                    "train/loss": sum(self.window) / len(self.window), "train/lr": self.lr_scheduler.get_last_lr()[0],
+                    "train/steps_per_s": rate, "train/nonfinite_skipped": self.stats["nonfinite_skipped"]})
+            bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
+            self.window, self.tick = [], time.perf_counter()
+        if t.val_every and done % t.val_every == 0 and len(self.val_set):
+            self.log.scalars(done, {"val/loss": validation_loss(self.denoiser, self.val_set, self.cfg, self.acc.device)})
+        if t.sample_every and done % t.sample_every == 0 and self.acc.is_main_process:
+            path = self.run_dir / "samples" / f"step_{done:06d}"
+            self.log.image("samples", done, sample_and_write(self.sampling_model, self.schedule, self.cfg, path,
+                                                             self.val_set))
+
+    def checkpoint(self, done: int) -> Path | None:
+        """Write the checkpoint of step ``done`` (main process) and wait for every process."""
+        saved = None
+        if self.acc.is_main_process:
+            saved = save_checkpoint(
+                self.run_dir, done, model=self.denoiser, ema=self.ema, optimizer=self.optimizer,
+                lr_scheduler=self.lr_scheduler, extra_state={"step": done, "stats": self.stats},
+                config=config_to_dict(self.cfg), keep_last=self.cfg.train.keep_last)
+        self.acc.wait_for_everyone()
+        return saved
+
+    def finish(self) -> Path | None:
+        """The model folder (EMA weights) and the loss curve, from the main process."""
+        model_dir = None
+        if self.acc.is_main_process:
+            model_dir = save_model(self.sampling_model, self.cfg, self.run_dir / "model")
+            if self.log.path.exists():
+                plot_loss_curve(self.log.path, self.run_dir / "loss_curve.png")
+        return model_dir
+
+
 def train(cfg: RecipeConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> RunResult:
     """Train ``cfg``; with ``resume`` continue its run folder's newest complete checkpoint exactly.
-    ``stop_at`` ends the run after that step as if it were interrupted (to test resume)."""
+    ``stop_at`` ends the run after that step as if it were interrupted (to test resume). Ctrl-C in a
+    one-process run finishes the step, writes a checkpoint and raises KeyboardInterrupt."""
+    run = _Run(cfg, resume, progress)
     t = cfg.train
-    # accelerate keeps one process-wide state; a second run in the same process (tests, notebooks) with
-    # another precision must start from a clean one. The distributed setup (PartialState) is kept.
-    AcceleratorState._reset_state()
-    acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
-    run_dir = Path(t.out_dir) / cfg.name
-    ckpt = _resume_state(cfg, run_dir, resume)
-    torch.manual_seed(t.seed)
-    schedule = build_schedule(cfg)
-    denoiser, objective = build_denoiser(cfg, schedule), build_objective(cfg, schedule)
-    ema = EMA(denoiser, t.ema_decay, t.ema_halflife_steps, t.ema_warmup, t.ema_rampup_ratio) if (
-        t.ema_decay is not None or t.ema_halflife_steps is not None) else None
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(denoiser.parameters(), o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    lr_scheduler = make_lr_scheduler(optimizer, o.warmup_steps, t.steps, o.lr_schedule)
-    start, stats = 0, {"nonfinite_skipped": 0}
-    if ckpt is not None:
-        extra = load_checkpoint(ckpt, model=denoiser, ema=ema, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        start, stats = int(extra["step"]), dict(extra["stats"])
-    step_module, optimizer = acc.prepare(TrainingStep(denoiser, objective), optimizer)
-    denoiser = acc.unwrap_model(step_module).denoiser
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_resolved(cfg, run_dir / "config.toml")
-    log = RunLog(run_dir, acc.is_main_process)
-
-    train_set, val_set = build_data(cfg)
-    share = rank_share(cfg.data.batch_size, acc.process_index, acc.num_processes)
-    sampler = StepBatchSampler(len(train_set), cfg.data.batch_size, t.seed, start * t.grad_accum,
-                               acc.process_index, acc.num_processes)
-    batches = iter(DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers))
-    null_cond = getattr(denoiser.backbone, "null_cond", {})
-
-    in_row, last_loss, window, tick = 0, float("nan"), [], time.perf_counter()
     end = t.steps if stop_at is None else min(t.steps, stop_at)
-    bar = tqdm(range(start, end), initial=start, total=t.steps, desc=f"train {cfg.name}", unit="step",
-               disable=not (progress and acc.is_main_process), dynamic_ncols=True)
-    interrupt = DeferredInterrupt(active=acc.num_processes == 1)
-    with interrupt:
+    bar = tqdm(range(run.start, end), initial=run.start, total=t.steps, desc=f"train {cfg.name}", unit="step",
+               disable=not (progress and run.acc.is_main_process), dynamic_ncols=True)
+    with DeferredInterrupt(active=run.acc.num_processes == 1) as interrupt:
         for step in bar:
-            total = torch.zeros((), device=acc.device)
-            for micro in range(t.grad_accum):
-                batch = next(batches)
-                x0 = batch["x"].to(acc.device)
-                cond = {k: v.to(acc.device) for k, v in batch["cond"].items()}
-                g = torch.Generator().manual_seed(_step_seed(t.seed, step, micro))
-                proto = x0.new_empty((cfg.data.batch_size, *x0.shape[1:]), device="cpu")
-                draws = {k: v[share].to(acc.device) for k, v in objective.draw(proto, g).items()}
-                if t.cond_drop_prob > 0 and cond:
-                    keep = torch.rand(cfg.data.batch_size, generator=g)[share].to(acc.device) >= t.cond_drop_prob
-                    cond = select_conditions(cond, null_cond, keep)
-                sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(step_module)
-                with sync, acc.autocast():
-                    loss = step_module(x0, draws, cond).mean() / t.grad_accum
-                    acc.backward(loss)
-                total += loss.detach()
-            total = acc.reduce(total, "mean")
-            finite = bool(torch.isfinite(total))
-            if finite and o.grad_clip is not None:
-                norm = acc.clip_grad_norm_(step_module.parameters(), o.grad_clip)
-                finite = t.mixed_precision == "fp16" or bool(torch.isfinite(torch.as_tensor(norm)))
-            if finite:
-                optimizer.step()
-                if ema is not None:
-                    ema.update(denoiser)
-                in_row, last_loss = 0, float(total)
-                window.append(last_loss)
-            else:
-                in_row += 1
-                stats["nonfinite_skipped"] += 1
-                if in_row >= t.max_nonfinite_in_row:
-                    newest = latest_checkpoint(run_dir)
-                    raise TrainingStopped(
-                        f"step {step + 1}: the loss or its gradient was not finite {in_row} times in a row, so the run "
-                        f"stopped; try a lower optim.lr, optim.grad_clip, train.mixed_precision='bf16' instead of 'fp16', "
-                        f"or check the data. Newest good checkpoint: {newest or 'none yet'}"
-                    )
-            optimizer.zero_grad(set_to_none=True)
-            lr_scheduler.step()
+            run.update(step, run.accumulate_gradients(step))
             done = step + 1
-            if done % t.log_every == 0 or done == end:
-                rate = len(window) / max(time.perf_counter() - tick, 1e-9)
-                if window:
-                    log.scalars(done, {"train/loss": sum(window) / len(window), "train/lr": lr_scheduler.get_last_lr()[0],
-                                       "train/steps_per_s": rate, "train/nonfinite_skipped": stats["nonfinite_skipped"]})
-                bar.set_postfix(loss=f"{last_loss:.4f}", refresh=False)
-                window, tick = [], time.perf_counter()
-            sampling_model = ema.model if ema is not None else denoiser
-            if t.val_every and done % t.val_every == 0 and len(val_set):
-                log.scalars(done, {"val/loss": validation_loss(denoiser, val_set, cfg, acc.device)})
-            if t.sample_every and done % t.sample_every == 0 and acc.is_main_process:
-                png = sample_and_write(sampling_model, schedule, cfg, run_dir / "samples" / f"step_{done:06d}", val_set)
-                log.image("samples", done, png)
+            run.periodic(done, done == end, bar)
             if done % t.checkpoint_every == 0 or done == end or interrupt.requested:
-                if acc.is_main_process:
-                    saved = save_checkpoint(
-                        run_dir, done, model=denoiser, ema=ema, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                        extra_state={"step": done, "stats": stats}, config=config_to_dict(cfg), keep_last=t.keep_last)
-                acc.wait_for_everyone()
+                saved = run.checkpoint(done)
             if interrupt.requested:
                 raise KeyboardInterrupt(f"after step {done}, checkpoint {saved}")
     bar.close()
-    model_dir = None
-    if acc.is_main_process and end == t.steps:
-        model_dir = save_model(ema.model if ema is not None else denoiser, cfg, run_dir / "model")
-        if log.path.exists():
-            plot_loss_curve(log.path, run_dir / "loss_curve.png")
-    log.close()
-    rate = (end - start) / max(bar.format_dict["elapsed"], 1e-9)
-    return RunResult(run_dir, end, last_loss, stats["nonfinite_skipped"], model_dir, rate)
+    model_dir = run.finish() if end == t.steps else None
+    run.log.close()
+    rate = (end - run.start) / max(bar.format_dict["elapsed"], 1e-9)
+    return RunResult(run.run_dir, end, run.last_loss, run.stats["nonfinite_skipped"], model_dir, rate)
