@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.conditioning import select_conditions
-from ..core.utils import append_dims
 from ..recipes.config import config_from_dict, config_to_dict
 from ..recipes.files import save_resolved
 from ..recipes.schema import RecipeConfig

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import random
 import signal
@@ -20,147 +18,19 @@ from torch import nn
 
 from polydiff.train import (
     CheckpointError,
-    capture_rng_state,
     checkpoint_config,
     checkpoint_step,
-    flatten_state,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    load_pretrained_files,
-    restore_rng_state,
     save_checkpoint,
     save_pretrained,
-    unflatten_state,
 )
 from polydiff.train import checkpoint as checkpoint_module
 from polydiff.train.checkpoint import checkpoint_name
+from polydiff.train.ema import EMA
 
-SAMPLING = {"schedule": {"name": "edm"}, "parameterization": "edm", "sampler": "heun", "steps": 18}
-
-
-def assert_identical(a, b, path="root"):
-    """Equal values *and* types, recursively; tensors / arrays bit for bit (NaN == NaN)."""
-    assert type(a) is type(b), f"{path}: {type(a)} vs {type(b)}"
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)), path
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), path
-    elif isinstance(a, dict):
-        assert list(a) == list(b), path
-        for key in a:
-            assert_identical(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{path}/{i}")
-    elif isinstance(a, float) and math.isnan(a):
-        assert math.isnan(b), path
-    else:
-        assert a == b, path
-
-
-def one_line_naming(err: CheckpointError, name: str) -> str:
-    message = str(err)
-    assert "\n" not in message and name in message, message
-    return message
-
-
-# ---------------------------------------------------------------- state codec
-
-
-def test_codec_round_trips_nested_state_exactly(tmp_path):
-    gen = torch.Generator().manual_seed(0)
-    state = {
-        "ints": {0: 1, 7: 2**80, -3: -5},
-        "floats": [0.1, 1e-300, float("nan"), float("inf"), -float("inf"), -0.0],
-        "tuple_key": {(1, "a"): (2, [3, None, True])},
-        "__polydiff__": "a user key equal to the tag",
-        "numpy": (np.float64(0.1), np.int32(-7), np.bool_(True), np.arange(5, dtype=np.uint32)),
-        "tensors": [
-            torch.randn(3, 4, generator=gen, dtype=torch.float64),
-            torch.randn(2, generator=gen).to(torch.bfloat16),
-            torch.tensor(3.5),
-            torch.arange(6).view(2, 3).t(),  # non-contiguous view
-            torch.zeros(0, 4),
-            torch.tensor([True, False]),
-        ],
-        "text": "step/with/slashes",
-    }
-    state["tensors"].append(state["tensors"][0][1])  # aliases storage of another entry
-    tensors, tree = flatten_state(state)
-    json.dumps(tree, allow_nan=False)  # strict JSON, no NaN literals
-    assert_identical(unflatten_state(json.loads(json.dumps(tree)), tensors), state)
-    path = save_checkpoint(tmp_path, 0, extra_state=state)  # and through the files on disk
-    assert_identical(load_checkpoint(path, restore_rng=False), state)
-
-
-def test_codec_names_the_path_of_an_unsupported_value():
-    with pytest.raises(CheckpointError, match="extra/schedule_fn"):
-        flatten_state({"extra": {"schedule_fn": lambda t: t}})
-
-
-def test_python_and_numpy_rng_states_survive_json_exactly():
-    random.gauss(0, 1)  # python caches the second Box-Muller value
-    np.random.randn(1)  # numpy too (has_gauss = 1)
-    state = {"python": random.getstate(), "numpy": np.random.get_state()}
-    tensors, tree = flatten_state(state)
-    restored = unflatten_state(json.loads(json.dumps(tree)), tensors)
-    assert_identical(restored, state)
-    expected = (random.gauss(0, 1), np.random.randn(3))
-    random.setstate(restored["python"])
-    np.random.set_state(restored["numpy"])
-    assert (random.gauss(0, 1), *np.random.randn(3)) == (expected[0], *expected[1])
-
-
-# ---------------------------------------------------------------- RNG and exact resume
-
-
-def draws(gen: torch.Generator):
-    return (torch.randn(4), random.random(), np.random.rand(2).tolist(), torch.rand(3, generator=gen))
-
-
-def test_rng_states_restore_through_a_checkpoint(tmp_path):
-    gen = torch.Generator().manual_seed(3)
-    random.gauss(0, 1)
-    torch.randn(5, generator=gen)
-    path = save_checkpoint(tmp_path, 0, generators={"noise": gen})
-    expected = draws(gen)
-    draws(gen)  # move every generator on
-    load_checkpoint(path, generators={"noise": gen})
-    got = draws(gen)
-    assert got[1:3] == expected[1:3]
-    assert torch.equal(got[0], expected[0]) and torch.equal(got[3], expected[3])
-
-
-def test_capture_restore_in_memory_and_unknown_generator():
-    state = capture_rng_state()
-    first = torch.randn(3)
-    restore_rng_state(state)
-    assert torch.equal(torch.randn(3), first)
-    with pytest.raises(CheckpointError, match="'data'"):
-        restore_rng_state(state, {"data": torch.Generator()})
-
-
-class EMA:
-    """Exponential moving average of parameters, with a state_dict (decay and update count included)."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.9):
-        self.decay, self.updates = decay, 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        for k, v in model.state_dict().items():
-            self.shadow[k].lerp_(v, 1 - self.decay)
-
-    def state_dict(self):
-        return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow)}
-
-    def load_state_dict(self, state):
-        self.decay, self.updates = state["decay"], state["updates"]
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+from train_helpers import SAMPLING, assert_identical, one_line_naming  # noqa: E402  (tests/train on sys.path)
 
 
 def make_run(seed: int):
@@ -168,7 +38,7 @@ def make_run(seed: int):
     model = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.3), nn.SiLU(), nn.Linear(16, 3)).double()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-2, total_steps=20)
-    return model, opt, sched, EMA(model), torch.Generator().manual_seed(seed + 1)
+    return model, opt, sched, EMA(model, decay=0.9), torch.Generator().manual_seed(seed + 1)
 
 
 def train_steps(model, opt, sched, ema, gen, steps):
@@ -275,8 +145,8 @@ def test_non_finite_weights_are_refused(tmp_path, part):
     bad = nn.Linear(2, 2)
     with torch.no_grad():
         bad.bias[1] = float("nan") if part == "model" else float("inf")
-    parts = {"model": bad, "ema": model} if part == "model" else {"model": model, "ema": EMA(bad)}
-    name = "bias" if part == "model" else "shadow.bias"  # nested states are searched too
+    parts = {"model": bad, "ema": model} if part == "model" else {"model": model, "ema": EMA(bad, decay=0.9)}
+    name = "bias" if part == "model" else "model.bias"  # nested states are searched too
     with pytest.raises(CheckpointError, match=f"{part} entry '{name}'"):
         save_checkpoint(tmp_path, 1, **parts)
     with pytest.raises(CheckpointError, match="'bias'"):
@@ -305,77 +175,6 @@ def test_load_checkpoint_errors_name_the_problem(tmp_path):
 
 # ---------------------------------------------------------------- model folders
 
-
-def test_pretrained_round_trip_and_resave_keeps_user_files(tmp_path):
-    model = nn.Linear(3, 2)
-    model.tied = model.weight  # aliases are stored (as copies) without complaint
-    state = {**model.state_dict(), "alias": model.weight.detach()[0]}
-    config = {"backbone": "mlp", "channels": [8, 16], "sigma_data": 0.5}
-    folder = save_pretrained(tmp_path / "m", state, config, SAMPLING)
-    (folder / "README.md").write_text("my model")
-    save_pretrained(folder, state, config, {**SAMPLING, "steps": 30})
-    loaded, cfg, sampling = load_pretrained_files(folder)
-    assert_identical(dict(sorted(loaded.items())), {k: state[k].detach() for k in sorted(state)})
-    assert cfg == config and sampling["steps"] == 30 and sampling["sampler"] == "heun"
-    assert (folder / "README.md").read_text() == "my model"
-    marker = json.loads((folder / "config.json").read_text())
-    assert marker["polydiff_format"] == 1 and "polydiff_version" in marker
-    assert sorted(os.listdir(tmp_path)) == ["m"]
-
-
-def test_save_pretrained_refuses_foreign_folder_and_incomplete_sampling(tmp_path):
-    (tmp_path / "notes.txt").write_text("not a model")
-    with pytest.raises(CheckpointError, match="not a polydiff model folder"):
-        save_pretrained(tmp_path, {"w": torch.zeros(2)}, {}, SAMPLING)
-    assert (tmp_path / "notes.txt").exists()
-    with pytest.raises(CheckpointError, match="lacks steps"):
-        no_steps = {k: v for k, v in SAMPLING.items() if k != "steps"}
-        save_pretrained(tmp_path / "m", {"w": torch.zeros(2)}, {}, no_steps)
-
-
-def broken_folders(tmp_path: Path):
-    """(path handed to the loader, file the error must name, phrase it must contain) per failure."""
-    good = save_pretrained(tmp_path / "good", {"w": torch.arange(1000.0)}, {"a": 1}, SAMPLING)
-    pickle = tmp_path / "model.pt"
-    torch.save({"w": torch.zeros(2)}, pickle)
-    config, weights = "config.json", "model.safetensors"
-
-    def variant(name, file, content=None):
-        """A copy of the good folder with ``file`` replaced by ``content`` (bytes) or deleted (None)."""
-        folder = tmp_path / name
-        folder.mkdir()
-        for entry in good.iterdir():
-            (folder / entry.name).write_bytes(entry.read_bytes())
-        (folder / file).unlink()
-        if content is not None:
-            (folder / file).write_bytes(content)
-        return folder
-
-    hf_style = variant("hf_style", weights)
-    (hf_style / "pytorch_model.bin").write_bytes(pickle.read_bytes())
-    truncated = (good / weights).read_bytes()[:-100]
-    return [
-        (tmp_path / "missing", "missing", "does not exist"),
-        (variant("no_config", config), config, "is missing"),
-        (variant("no_weights", weights), weights, "is missing"),
-        (variant("unmarked", config, b'{"a": 1}'), "unmarked", "not a polydiff model folder"),
-        (variant("bad_json", config, b'{"polydiff_format": 1,'), config, "not valid JSON"),
-        (variant("truncated", weights, truncated), weights, "truncated"),
-        (variant("garbage", weights, bytes(64)), weights, "not valid safetensors"),
-        (pickle, "model.pt", "never loads pickles"),
-        (hf_style, "pytorch_model.bin", "never loads pickles"),
-        (variant("renamed_pickle", weights, pickle.read_bytes()), weights, "never loads pickles"),
-    ]
-
-
-def test_load_pretrained_errors_are_one_line_and_name_the_file(tmp_path):
-    for path, name, phrase in broken_folders(tmp_path):
-        with pytest.raises(CheckpointError) as err:
-            load_pretrained_files(path)
-        assert phrase in one_line_naming(err.value, name), (path, str(err.value))
-
-
-# ---------------------------------------------------------------- SIGKILL at random moments
 
 
 class Blob:
@@ -477,3 +276,4 @@ def test_sigkill_at_random_moments_leaves_newest_complete_checkpoint_loadable(tm
 
 if __name__ == "__main__":
     zygote(sys.argv[1])
+

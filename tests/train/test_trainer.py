@@ -3,7 +3,6 @@ model folders, and a 2-process run against a 1-process run."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
