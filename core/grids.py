@@ -57,12 +57,33 @@ def time_uniform_sigmas(schedule: Schedule, n: int, spacing: str = "linspace") -
     return _append_zero(schedule.sigma(torch.linspace(1, t_min, n, dtype=torch.float64)))
 
 
+def warped_logsnr_sigmas(schedule: Schedule, n: int) -> torch.Tensor:
+    """n levels plus 0 with lambda = -log sigma warped by a Kumaraswamy CDF (Kumaraswamy 1980):
+    lambda_i = lambda_max + (lambda_lo - lambda_max) (1 - (1 - u_i^a)^b), u_i = i / (n - 1), a = 0.75, b = 0.95,
+    so steps are longest at high noise (a < 1). The grid stops early at lambda_lo = lambda_max + f (lambda_min
+    - lambda_max), f = min(0.55 + 0.085 ln n, 1), a share of the schedule's logSNR range that grows with n: the
+    samplers' last step sigma_lo -> 0 is then the 'gaussian' rule of samplers/exponential.py, exact once the
+    posterior is one Gaussian. a = 1, b = 1, f = 1 is 'logsnr'; the rule is in the spirit of Align Your Steps
+    (Sabour et al. 2024), but fixed once, not fitted per model.
+
+    (0.55, 0.085, 0.75, 0.95) are rounded Nelder-Mead fits of the mean log median error of UniPC, DPM-Solver++(2M)
+    and UniPC-3 (angle) at n = 5, 10, 20 on random_mixture(32, 10, std=0.3, seed=1) under the DDPM linear and
+    scaled_linear schedules (exact denoiser), validated on seed = 2 -- not on the benchmark's seed-0 mixture.
+    """
+    lam_max, lam_min = -math.log(schedule.sigma_max), -math.log(schedule.sigma_min)
+    lam_lo = lam_max + min(0.55 + 0.085 * math.log(n), 1.0) * (lam_min - lam_max)
+    u = torch.linspace(0, 1, n, dtype=torch.float64)
+    warp = 1 - (1 - u**0.75) ** 0.95
+    return _append_zero(torch.exp(-(lam_max + (lam_lo - lam_max) * warp)))
+
+
 GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
     "linspace": lambda s, n: time_uniform_sigmas(s, n, "linspace"),
     "leading": lambda s, n: time_uniform_sigmas(s, n, "leading"),
     "trailing": lambda s, n: time_uniform_sigmas(s, n, "trailing"),
     "karras": lambda s, n: karras_sigmas(n, s.sigma_min, s.sigma_max),
     "logsnr": lambda s, n: logsnr_uniform_sigmas(n, s.sigma_min, s.sigma_max),
+    "warped_logsnr": warped_logsnr_sigmas,
 }
 
 
@@ -70,7 +91,8 @@ def sampling_sigmas(schedule: Schedule, steps: int, spacing: str = "karras") -> 
     """``steps`` descending noise levels for ``schedule`` plus the final 0: shape (steps + 1,), float64.
 
     ``spacing`` is one of ``GRIDS``: 'linspace' / 'leading' / 'trailing' (uniform in time), 'karras'
-    (EDM, rho = 7) or 'logsnr' (uniform in logSNR), the last two between the schedule's sigma_min and sigma_max.
+    (EDM, rho = 7) or 'logsnr' (uniform in logSNR), the last two between the schedule's sigma_min and sigma_max,
+    or 'warped_logsnr' (``warped_logsnr_sigmas``: logSNR warped, stopping above sigma_min at few steps).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

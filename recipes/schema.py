@@ -25,7 +25,7 @@ Parameterization = Literal["eps", "x0", "v", "edm"]
 CNoise = Literal["edm", "discrete", "sqrt_alpha_bar", "logsnr"]
 NoiseLevels = Literal["discrete", "continuous", "lognormal", "wavegrad"]
 Weighting = Literal["simple", "snr", "min_snr", "edm", "soft_min_snr"]
-Spacing = Literal["karras", "logsnr", "linspace", "leading", "trailing"]
+Spacing = Literal["karras", "logsnr", "warped_logsnr", "linspace", "leading", "trailing"]
 
 
 def _sampler_names():

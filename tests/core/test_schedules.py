@@ -116,6 +116,18 @@ def test_karras_grid_endpoints_and_rho():
     torch.testing.assert_close(diffs, diffs[:1].expand_as(diffs))
 
 
+def test_warped_logsnr_grid_stops_early_at_few_steps_and_spans_the_range_at_many():
+    schedule = make_schedule("linear")
+    lam_max, lam_min = -math.log(schedule.sigma_max), -math.log(schedule.sigma_min)
+    for steps, share in ((10, 0.55 + 0.085 * math.log(10)), (200, 1.0)):
+        sigmas = sampling_sigmas(schedule, steps, "warped_logsnr")
+        assert float(sigmas[0]) == pytest.approx(schedule.sigma_max)
+        assert -math.log(float(sigmas[-2])) == pytest.approx(lam_max + share * (lam_min - lam_max))
+        # a = 0.75 < 1: the first logSNR step is the longest.
+        steps_in_lambda = -(sigmas[1:-1].log() - sigmas[:-2].log())
+        assert int(steps_in_lambda.argmax()) == 0
+
+
 def test_bad_names_are_reported():
     with pytest.raises(KeyError, match="known"):
         make_schedule("quadratic")

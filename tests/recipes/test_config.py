@@ -99,7 +99,7 @@ def test_toy_recipe_loads_typed_and_frozen():
         ("steps = 5000", 'mixed_precision = "fp8"', "'train.mixed_precision' must be one of \"no\", \"bf16\", "
          "\"fp16\", got \"fp8\""),
         ('spacing = "karras"', 'spacing = "karas"', "'sample.spacing' must be one of \"karras\", \"logsnr\", "
-         "\"linspace\", \"leading\", \"trailing\", got \"karas\"; did you mean \"karras\"?"),
+         "\"warped_logsnr\", \"linspace\", \"leading\", \"trailing\", got \"karas\"; did you mean \"karras\"?"),
         ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', "'data.name' must be one of \"swiss_roll\", "
          "got \"swiss\"; did you mean \"swiss_roll\"?"),
         ('name = "swiss_roll"\nmodality', "modality", "missing required key 'name'"),
