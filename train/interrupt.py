@@ -21,6 +21,8 @@ class DeferredInterrupt:
         signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C interrupts at once
 
     def __enter__(self) -> DeferredInterrupt:
+        if self.active and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            self.active = False  # SIGINT is ignored on purpose (nohup, a background job): leave it so
         if self.active:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self

@@ -163,9 +163,13 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path, monk
         return original(self, x0, draws, cond)
 
     monkeypatch.setattr(TrainingStep, "forward", forward)
-    with pytest.raises(KeyboardInterrupt, match="after step 7, checkpoint .*step_000007"):
-        train(small_recipe(tmp_path / "b"), progress=False)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # CI may start us with SIGINT ignored
+    try:
+        with pytest.raises(KeyboardInterrupt, match="after step 7, checkpoint .*step_000007"):
+            train(small_recipe(tmp_path / "b"), progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handler is gone
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(TrainingStep, "forward", original)
     resumed = train(small_recipe(tmp_path / "b"), resume=True, progress=False)
     straight = train(small_recipe(tmp_path / "a"), progress=False)
