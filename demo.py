@@ -18,8 +18,10 @@ from .data.swiss_roll import swiss_roll
 from .modalities.writers import write_scatter
 from .pipeline import DiffusionModel
 from .recipes.files import load_recipe
+from .train.errors import UserError
 from .train.trainer import train
 
+DEMO_MARKER = ".polydiff-demo"
 RECIPE = Path(__file__).resolve().parent / "recipes" / "toy" / "swiss_roll.toml"
 
 
@@ -29,8 +31,12 @@ def run_demo(out: Path, steps: int = 2500) -> Path:
     cfg = load_recipe(RECIPE, [f"train.steps={steps}", f"train.out_dir={json.dumps(out.as_posix())}",
                                f"train.checkpoint_every={steps}", f"train.sample_every={steps}"])
     run_dir = out / cfg.name
-    if run_dir.exists():  # the demo's own previous output
+    if run_dir.exists():
+        if not (run_dir / DEMO_MARKER).exists():  # never delete a run the demo did not make
+            raise UserError(f"{run_dir} exists and is not a demo run: pass another --out")
         shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / DEMO_MARKER).write_text("written by polydiff demo; the next demo replaces this folder\n")
     result = train(cfg)
     model = DiffusionModel.from_pretrained(result.model_dir)
     samples = model.sample(4000, seed=1)

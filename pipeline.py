@@ -58,6 +58,7 @@ class DiffusionModel:
         """``num`` samples (num, *S); defaults from the model folder. Sample i uses seed + i, so a batch
         equals its samples drawn one at a time. ``guidance`` w != 1 needs a conditional model and ``cond``."""
         denoiser = self.denoiser
+        _check_labels(denoiser, cond)
         w = self.sampling.get("guidance", 1.0) if guidance is None else guidance
         if w != 1.0:
             null = getattr(denoiser.backbone, "null_cond", None)
@@ -69,3 +70,15 @@ class DiffusionModel:
                               spacing or self.sampling.get("spacing")).to(device)
         return draw_samples(denoiser, sigmas, event_shape(self.config), num, sampler or self.sampling["sampler"],
                             seed, cond)
+
+
+def _check_labels(denoiser, cond: dict | None) -> None:
+    """Class labels must be 0..num_classes-1 of a class-conditional model (its null label is num_classes)."""
+    if not cond or "class_labels" not in cond:
+        return
+    null = getattr(denoiser.backbone, "null_cond", {}).get("class_labels")
+    if null is None:
+        raise ValueError("this model is not class-conditional: it takes no class label")
+    labels = cond["class_labels"]
+    if bool(((labels < 0) | (labels >= null)).any()):
+        raise ValueError(f"class labels must be in 0..{null - 1} for this model, got {labels.unique().tolist()}")

@@ -71,8 +71,9 @@ def gaussian_log_prob(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return -0.5 * x.flatten(1).square().sum(1) / sigma**2 - 0.5 * n * math.log(2 * math.pi * sigma**2)
 
 
-def bits_per_dim(log_likelihood: torch.Tensor, dim: int) -> torch.Tensor:
-    """Continuous bits/dim: -log p / (N ln 2)."""
+def nll_bits_per_dim(log_likelihood: torch.Tensor, dim: int) -> torch.Tensor:
+    """Continuous bits/dim of a per-sample log-likelihood (B,) in nats: -log p / (N ln 2). (``vlb.bits_per_dim``
+    averages per-element nats instead.)"""
     return -log_likelihood / (dim * math.log(2))
 
 
@@ -87,7 +88,7 @@ def discrete_bits_per_dim(log_likelihood: torch.Tensor, dim: int, bin_width: flo
     scaling, bin_width = 2/256 and exactly +7 bits.) ``log_likelihood`` should be of dequantized data
     x + u, u ~ U(-bin_width/2, bin_width/2)^N, for the bound to hold in expectation.
     """
-    return (-log_likelihood / dim - math.log(bin_width)) / math.log(2)
+    return nll_bits_per_dim(log_likelihood, dim) - math.log2(bin_width)
 
 
 @dataclass(frozen=True)
@@ -145,4 +146,4 @@ def ode_log_likelihood(
     delta = solution.y[:, n]
     prior = prior_log_prob(latent) if prior_log_prob is not None else gaussian_log_prob(latent, sigma_max)
     log_likelihood = prior + delta
-    return Likelihood(log_likelihood, bits_per_dim(log_likelihood, n), prior, delta, latent, solution.nfe)
+    return Likelihood(log_likelihood, nll_bits_per_dim(log_likelihood, n), prior, delta, latent, solution.nfe)

@@ -12,9 +12,7 @@ from .nn.mlp import MLPBackbone
 
 
 def _mlp(options, out_factor: int) -> nn.Module:
-    if out_factor != 1:
-        raise ValueError("model 'mlp' cannot learn the variance (diffusion.learned_variance)")
-    return MLPBackbone(options.dims, options.hidden, options.depth, options.embed_dim, options.num_classes)
+    return MLPBackbone(options.dims, options.hidden, options.depth, options.embed_dim, options.num_classes, out_factor)
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp}

@@ -28,6 +28,7 @@ def run(capsys, *argv: str) -> tuple[int, str]:
         (["train", RECIPE, "--set", "train.steps=ten"], "'train.steps' must be an integer"),
         (["train", RECIPE, "--set", "optim.lr=-1"], "'optim.lr' must be > 0"),
         (["train", RECIPE, "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", RECIPE, "--set", "model.options.dims=3"], "gives examples of shape (2,), but model 'mlp' is built"),
         (["sample", "no/such/dir"], "no/such/dir"),
         (["frobnicate"], "invalid choice"),
         (["sample", "some/model", "--steps", "0"], "expected a positive integer, got 0"),
@@ -75,5 +76,15 @@ def test_train_then_sample_from_the_command_line(capsys, tmp_path):
     assert (tmp_path / "drawn.png").is_file()
     code, err = run(capsys, "sample", str(model_dir), "--sampler", "bogus")
     assert code == 2 and "unknown sampler 'bogus'" in err
+    code, err = run(capsys, "sample", str(model_dir), "--label", "1")
+    assert code == 2 and "not class-conditional" in err
     code, err = run(capsys, "train", "toy/swiss_roll", *[a for s in sets for a in ("--set", s)])
     assert code == 2 and "--resume" in err  # the run folder holds checkpoints: never overwritten silently
+
+
+def test_demo_never_deletes_a_run_it_did_not_make(capsys, tmp_path):
+    (tmp_path / "swiss_roll").mkdir()
+    (tmp_path / "swiss_roll" / "precious.txt").write_text("mine")
+    code, err = run(capsys, "demo", "--out", str(tmp_path), "--steps", "2")
+    assert code == 2 and "not a demo run" in err
+    assert (tmp_path / "swiss_roll" / "precious.txt").read_text() == "mine"

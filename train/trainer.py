@@ -32,7 +32,7 @@ from .errors import TrainingStopped, UserError
 from .interrupt import DeferredInterrupt
 from .logs import RunLog, plot_loss_curve
 from .lr import make_lr_scheduler
-from .periodic import sample_and_write, save_model, validation_loss
+from .periodic import event_shape, sample_and_write, save_model, validation_loss
 
 
 class TrainingStep(nn.Module):
@@ -79,6 +79,14 @@ def _resume_state(cfg: RecipeConfig, run_dir: Path, resume: bool) -> Path | None
     return ckpt
 
 
+def _check_example_shape(cfg: RecipeConfig, train_set) -> None:
+    """The data's example shape must be the one the model is built for (one line, not a matmul error)."""
+    got, want = tuple(train_set[0]["x"].shape), event_shape(cfg)
+    if got != want:
+        raise UserError(f"recipe {cfg.name!r}: data set {cfg.data.name!r} gives examples of shape {got}, "
+                        f"but model {cfg.model.name!r} is built for {want} (see model.options)")
+
+
 class _Run:
     """The state of one training run and the pieces of its step; ``train`` drives it."""
 
@@ -92,8 +100,13 @@ class _Run:
         self.run_dir = Path(t.out_dir) / cfg.name
         ckpt = _resume_state(cfg, self.run_dir, resume)
         torch.manual_seed(t.seed)
-        self.schedule = build_schedule(cfg)
-        denoiser, self.objective = build_denoiser(cfg, self.schedule), build_objective(cfg, self.schedule)
+        try:  # names and ranges are checked by the recipe schema; what remains is how the pieces fit
+            self.schedule = build_schedule(cfg)
+            denoiser, self.objective = build_denoiser(cfg, self.schedule), build_objective(cfg, self.schedule)
+            train_set, self.val_set = build_data(cfg)
+        except (KeyError, TypeError, ValueError) as err:
+            raise UserError(f"recipe {cfg.name!r}: {str(err).strip(chr(34) + chr(39))}") from None
+        _check_example_shape(cfg, train_set)
         self.ema = EMA(denoiser, t.ema_decay, t.ema_halflife_steps, t.ema_warmup, t.ema_rampup_ratio) if (
             t.ema_decay is not None or t.ema_halflife_steps is not None) else None
         optimizer = torch.optim.AdamW(denoiser.parameters(), o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -109,7 +122,6 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_resolved(cfg, self.run_dir / "config.toml")
         self.log = RunLog(self.run_dir, acc.is_main_process)
-        train_set, self.val_set = build_data(cfg)
         self.share = rank_share(cfg.data.batch_size, acc.process_index, acc.num_processes)
         sampler = StepBatchSampler(len(train_set), cfg.data.batch_size, t.seed, self.start * t.grad_accum,
                                    acc.process_index, acc.num_processes)

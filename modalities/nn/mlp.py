@@ -27,15 +27,18 @@ class ResidualBlock(nn.Module):
 
 class MLPBackbone(nn.Module):
     """Residual MLP on (B, dims) inputs with a Fourier noise embedding and optional class labels
-    (``cond["class_labels"]``, the extra index ``num_classes`` being the null label for guidance)."""
+    (``cond["class_labels"]``, the extra index ``num_classes`` being the null label for guidance, see
+    ``null_cond``). ``out_factor`` 2 doubles the output for a learned variance (``Precond(learned_variance)``)."""
 
-    def __init__(self, dims: int = 2, hidden: int = 128, depth: int = 3, embed_dim: int = 64, num_classes: int = 0):
+    def __init__(self, dims: int = 2, hidden: int = 128, depth: int = 3, embed_dim: int = 64, num_classes: int = 0,
+                 out_factor: int = 1):
         super().__init__()
+        self.null_cond = {"class_labels": num_classes} if num_classes else {}
         self.embed = nn.Sequential(FourierEmbedding(embed_dim), nn.Linear(embed_dim, embed_dim), nn.SiLU())
         self.classes = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None
         self.inp = nn.Linear(dims, hidden)
         self.blocks = nn.ModuleList(ResidualBlock(hidden, embed_dim) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dims))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dims * out_factor))
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: Mapping[str, torch.Tensor]) -> torch.Tensor:
         emb = self.embed(c_noise)

@@ -287,7 +287,8 @@ def test_mlp_options_are_the_backbone_arguments():
     from polydiff.modalities.nn.mlp import MLPBackbone
 
     options = load_recipe(TOY).model.options
-    assert set(config_to_dict(options)) == set(inspect.signature(MLPBackbone).parameters)
+    # out_factor is not an option: the trainer sets it from diffusion.learned_variance
+    assert set(config_to_dict(options)) == set(inspect.signature(MLPBackbone).parameters) - {"out_factor"}
     out = MLPBackbone(**config_to_dict(options))(torch.zeros(3, options.dims), torch.zeros(3), {})
     assert out.shape == (3, options.dims)
 

@@ -176,3 +176,17 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path, monk
     a = load_file(latest_checkpoint(straight.run_dir) / "tensors.safetensors")
     b = load_file(latest_checkpoint(resumed.run_dir) / "tensors.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("parts/model", "parts/ema")))
+
+
+def test_learned_variance_trains_with_the_hybrid_loss_and_samples_with_ddpm(tmp_path):
+    cfg = small_recipe(tmp_path, 10, "diffusion.schedule=linear", "diffusion.parameterization=eps",
+                       "diffusion.c_noise=discrete", "diffusion.learned_variance=true", "objective.noise_levels=discrete",
+                       "objective.weighting=simple", "objective.hybrid_vlb_weight=0.001", "sample.sampler=ddpm",
+                       "sample.spacing=trailing")
+    result = train(cfg, progress=False)
+    assert result.nonfinite_skipped == 0 and torch.isfinite(torch.tensor(result.last_loss))
+    model = DiffusionModel.from_pretrained(result.model_dir)
+    assert model.denoiser.learned_variance and model.denoiser.backbone.out[-1].out_features == 4
+    x0_hat, v = model.denoiser.denoise_with_variance(torch.zeros(3, 2), torch.ones(3))
+    assert x0_hat.shape == v.shape == (3, 2) and torch.isfinite(v).all()
+    assert torch.isfinite(model.sample(4, sampler="ddpm", steps=5)).all()
