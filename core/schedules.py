@@ -73,8 +73,10 @@ class Schedule(ABC):
 class DiscreteSchedule(Schedule):
     """T discrete VP levels given by their cumulative products abar_1 > ... > abar_T (Ho et al. 2020).
 
-    A zero-terminal-SNR schedule (abar_T = 0, Lin et al. 2023) has sigma_T = inf; its sigma table is
-    capped at ``max_sigma`` so that samplers start from a finite, pure-noise-dominated point.
+    A zero-terminal-SNR schedule (abar_T = 0, Lin et al. 2023) has sigma_T = inf. Only that infinite level
+    is replaced, by the geometric continuation of the two finite levels before it (and at least
+    ``max_sigma``), so samplers start from a finite, pure-noise-dominated point and every level stays
+    distinct in log-sigma (which ``sigma_to_index`` interpolates); finite levels are never capped.
     """
 
     def __init__(self, alphas_cumprod: torch.Tensor, max_sigma: float = 1e4):
@@ -85,7 +87,7 @@ class DiscreteSchedule(Schedule):
             raise ValueError("alphas_cumprod must decrease and stay positive (abar_T = 0 allowed)")
         self.alphas_cumprod = abar
         self.betas = 1.0 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
-        self.sigmas = alpha_bar_to_sigma(abar).clamp(max=max_sigma)
+        self.sigmas = _finite_terminal(alpha_bar_to_sigma(abar), max_sigma)
         self.log_sigmas = self.sigmas.log()
         self.num_steps = len(abar)
         self.sigma_min = float(self.sigmas[0])
@@ -111,7 +113,8 @@ class DiscreteSchedule(Schedule):
         dists = log_sigma[:, None] - self.log_sigmas.to(log_sigma.device)[None, :]  # (N, T)
         lo = (dists >= 0).sum(1).sub(1).clamp(0, self.num_steps - 2)
         low, high = self.log_sigmas.to(log_sigma.device)[lo], self.log_sigmas.to(log_sigma.device)[lo + 1]
-        w = ((log_sigma - low) / (high - low)).clamp(0, 1)
+        gap = high - low
+        w = torch.where(gap > 0, (log_sigma - low) / gap.clamp(min=1e-300), 0.0).clamp(0, 1)  # equal levels: w = 0
         return (lo + w).reshape(shape).to(dtype)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -119,6 +122,14 @@ class DiscreteSchedule(Schedule):
 
     def t(self, sigma: torch.Tensor) -> torch.Tensor:
         return self.sigma_to_index(sigma) / (self.num_steps - 1)
+
+
+def _finite_terminal(sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """``sigmas`` with an infinite last level (abar_T = 0) replaced by max(max_sigma, s_{T-1}^2 / s_{T-2})."""
+    if not math.isinf(float(sigmas[-1])):
+        return sigmas
+    before, last = sigmas[-3:-1].tolist() if len(sigmas) > 2 else (sigmas[0].item() / 2, sigmas[0].item())
+    return torch.cat([sigmas[:-1], sigmas.new_tensor([max(max_sigma, last * last / before, 2 * last)])])
 
 
 class ContinuousSchedule(Schedule):

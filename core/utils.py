@@ -28,21 +28,28 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     ``generator`` may be one ``torch.Generator`` for the batch or a sequence with one generator per
     sample (EDM's ``StackedRandomGenerator``): then row ``i`` depends only on ``generator[i]``, so
     sampling seeds [a, b] in one batch gives exactly what sampling a and b one at a time gives.
+    Numbers are drawn on each generator's device and moved to ``x``'s (a CPU generator serves a CUDA batch).
     """
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+        return _draw(torch.randn, x.shape, x, generator)
     if len(generator) != x.shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    return torch.stack(
-        [torch.randn(x.shape[1:], dtype=x.dtype, device=x.device, generator=g) for g in generator]
-    )
+    return torch.stack([_draw(torch.randn, x.shape[1:], x, g) for g in generator])
 
 
 def rand_like_batch(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     """Uniform [0, 1) numbers, one per sample: shape ``(B,)``; per-sample generators as in ``randn_like``."""
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.rand(x.shape[0], dtype=x.dtype, device=x.device, generator=generator)
-    return torch.cat([torch.rand(1, dtype=x.dtype, device=x.device, generator=g) for g in generator])
+        return _draw(torch.rand, (x.shape[0],), x, generator)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return torch.cat([_draw(torch.rand, (1,), x, g) for g in generator])
+
+
+def _draw(fn, shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``fn(shape)`` in ``like``'s dtype from ``generator`` on the generator's own device, then on ``like``'s."""
+    device = like.device if generator is None else generator.device
+    return fn(shape, dtype=like.dtype, device=device, generator=generator).to(like.device)
 
 
 def seeded_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import torch
 
 from .denoiser import Cond, Denoiser
-from .forward_process import q_marginal, q_posterior, q_posterior_variance
+from .forward_process import VARIANCES, interpolate_log_variance, posterior_log_variances, q_marginal, q_posterior
 from .noise_levels import DiscreteUniform
-from .schedules import DiscreteSchedule
+from .schedules import DiscreteSchedule, alpha_bar_to_sigma
 from .utils import Generator, append_dims, randn_like
 
 LN2 = math.log(2.0)
-VARIANCES = ("fixed_small", "fixed_large", "learned")
 
 
 def bits_per_dim(nats: torch.Tensor) -> torch.Tensor:
@@ -89,33 +88,35 @@ def level_alpha_bars(schedule: DiscreteSchedule, index: torch.Tensor) -> tuple[t
     return abar[index + 1], abar[index]
 
 
-def _log_posterior_variance_clipped(schedule: DiscreteSchedule, index: torch.Tensor) -> torch.Tensor:
-    """log beta_tilde_t with the first level's 0 replaced by the second's (Nichol & Dhariwal's
-    'posterior_log_variance_clipped'): (B,) float64."""
-    return q_posterior_variance(*level_alpha_bars(schedule, index.clamp(min=1))).log()
+def _vp_log_variances(schedule: DiscreteSchedule, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log beta_tilde_t, log beta_t) of the step t -> t-1 in VP units (the sigma-form variances times abar_{t-1}),
+    (B,) float64, from the one posterior implementation in ``forward_process``."""
+    abar_t, abar_s = level_alpha_bars(schedule, index)
+    log_small, log_large = posterior_log_variances(alpha_bar_to_sigma(abar_t), alpha_bar_to_sigma(abar_s))
+    return log_small + abar_s.log(), log_large + abar_s.log()
 
 
 def reverse_log_variance(
-    schedule: DiscreteSchedule, index: torch.Tensor, variance: str = "fixed_small", v: torch.Tensor | None = None
+    schedule: DiscreteSchedule, index: torch.Tensor, variance: str = "small", v: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """log Sigma_theta at level indices (B,): (B,) for fixed choices, v's shape for the learned one.
+    """log Sigma_theta in VP units at level indices (B,): (B,) for fixed choices, v's shape for the learned one.
 
-    'fixed_small': beta_tilde_t (clipped at t = 1); 'fixed_large': beta_t (Ho et al. 2020, sec. 3.2: sigma_t^2
-    = beta_t, including sigma_1^2 = beta_1 for the decoder); 'learned': exp(v log beta_t + (1 - v) log beta_tilde_t)
-    with v in [0, 1] from the network (Nichol & Dhariwal 2021, eq. 15).
+    'small': beta_tilde_t, with the first level's 0 replaced by the second's (Nichol & Dhariwal's
+    'posterior_log_variance_clipped'); 'large': beta_t (Ho et al. 2020, sec. 3.2: sigma_t^2 = beta_t, including
+    sigma_1^2 = beta_1 for the decoder); 'learned': eq. 15's interpolation between them with v in [0, 1] from
+    the network (Nichol & Dhariwal 2021).
     """
-    log_small = _log_posterior_variance_clipped(schedule, index)
-    log_large = schedule.betas.to(index.device)[index].log()
-    if variance == "fixed_small":
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; use one of {', '.join(VARIANCES)}")
+    log_small = _vp_log_variances(schedule, index.clamp(min=1))[0]
+    log_large = _vp_log_variances(schedule, index)[1]
+    if variance == "small":
         return log_small
-    if variance == "fixed_large":
+    if variance == "large":
         return log_large
-    if variance == "learned":
-        if v is None:
-            raise ValueError("variance='learned' needs the network's interpolation v")
-        v64 = v.to(torch.float64)
-        return v64 * append_dims(log_large, v.ndim) + (1 - v64) * append_dims(log_small, v.ndim)
-    raise ValueError(f"unknown variance {variance!r}; use one of {', '.join(VARIANCES)}")
+    if v is None:
+        raise ValueError("variance='learned' needs the network's interpolation v")
+    return interpolate_log_variance(append_dims(log_small, v.ndim), append_dims(log_large, v.ndim), v.to(torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def vlb_term_for(
     schedule: DiscreteSchedule,
     index: torch.Tensor,
     *,
-    variance: str = "fixed_small",
+    variance: str = "small",
     decoder: str = "discrete",
     cond: Cond = None,
     generator: Generator = None,
@@ -197,7 +198,7 @@ def variational_bound(
     x0: torch.Tensor,
     schedule: DiscreteSchedule,
     *,
-    variance: str = "fixed_small",
+    variance: str = "small",
     decoder: str = "discrete",
     cond: Cond = None,
     generator: Generator = None,
@@ -225,7 +226,7 @@ def variational_bound_estimate(
     x0: torch.Tensor,
     schedule: DiscreteSchedule,
     *,
-    variance: str = "fixed_small",
+    variance: str = "small",
     decoder: str = "discrete",
     cond: Cond = None,
     generator: Generator = None,

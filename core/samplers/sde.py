@@ -14,9 +14,9 @@ import math
 
 import torch
 
+from ..forward_process import posterior_mean
 from ..utils import randn_like
 from .common import add_noise, denoise, derivative, euler_step, run_steps
-from .ddpm import posterior_mean
 from .langevin import langevin_update, score_and_denoised
 from .registry import register
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from polydiff.core.forward_process import (
+    posterior_log_variances,
     q_marginal,
     q_posterior,
     q_posterior_variance,
@@ -94,3 +95,20 @@ def test_sigma_form_posterior_is_the_ve_posterior():
     r = (sigma_s / sigma_t) ** 2
     torch.testing.assert_close(mean, x0 + r[:, None] * (x_t - x0))
     torch.testing.assert_close(var, sigma_s**2 * (1 - r))
+
+
+def test_sampler_and_bound_share_one_posterior():
+    """The DDPM sampler's step variance (sigma form) times abar_{t-1} is the bound's reverse variance (VP units),
+    for 'small' and 'large', at every level of a discrete schedule: one implementation serves both."""
+    from polydiff.core.samplers.ddpm import step_std
+    from polydiff.core.vlb import reverse_log_variance
+
+    schedule = make_schedule("linear", num_steps=50)
+    index = torch.arange(1, 50)
+    abar_s = schedule.alphas_cumprod[index - 1]
+    for variance, v in (("small", 0.0), ("large", 1.0)):
+        sampler = torch.tensor([step_std(float(schedule.sigmas[i]), float(schedule.sigmas[i - 1]), v) ** 2
+                                for i in index.tolist()], dtype=torch.float64)
+        torch.testing.assert_close(sampler * abar_s, reverse_log_variance(schedule, index, variance).exp())
+    small, large = posterior_log_variances(schedule.sigmas[1:], schedule.sigmas[:-1])
+    assert bool((small < large).all())  # beta_tilde < beta (Ho et al. sec. 3.2)

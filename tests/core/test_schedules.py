@@ -67,6 +67,29 @@ def test_zero_terminal_snr_keeps_first_level_and_zeroes_last():
     assert math.isfinite(schedule.sigma_max) and schedule.sigma_max > 1e3
 
 
+@pytest.mark.parametrize("T", [1000, 2000, 4000])
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine", "sigmoid"])
+def test_zero_terminal_snr_levels_stay_distinct_and_c_noise_finite(name, T):
+    """Only the infinite terminal level is replaced; every level stays distinct in log-sigma, so the fractional
+    index (a discrete model's c_noise) is finite and exact at every level, the top one included."""
+    schedule = make_schedule(name, num_steps=T, zero_terminal_snr=True)
+    raw = alpha_bar_to_sigma(schedule.alphas_cumprod)
+    assert math.isinf(float(raw[-1]))
+    torch.testing.assert_close(schedule.sigmas[:-1], raw[:-1], rtol=0, atol=0)  # finite levels untouched
+    assert bool((schedule.log_sigmas[1:] > schedule.log_sigmas[:-1]).all())
+    index = schedule.sigma_to_index(schedule.sigmas)
+    assert bool(torch.isfinite(index).all())
+    torch.testing.assert_close(index, torch.arange(T, dtype=torch.float64), rtol=0, atol=1e-6)
+    top = schedule.sigma_to_index(torch.tensor([schedule.sigma_max, 2 * schedule.sigma_max], dtype=torch.float32))
+    assert top.tolist() == [T - 1, T - 1]
+
+
+def test_equal_neighbouring_levels_do_not_divide_zero_by_zero():
+    schedule = DiscreteSchedule(torch.tensor([0.9, 0.5, 0.5, 0.1], dtype=torch.float64))
+    index = schedule.sigma_to_index(schedule.sigmas)
+    assert bool(torch.isfinite(index).all()) and index.tolist()[0] == 0 and index.tolist()[-1] == 3
+
+
 def test_discrete_index_interpolation():
     schedule = make_schedule("linear", num_steps=100)
     idx = torch.arange(100, dtype=torch.float64)

@@ -42,8 +42,8 @@ def _tables(schedule: DiscreteSchedule):
 def _expected_terms_bits(schedule: DiscreteSchedule, variance: str) -> tuple[torch.Tensor, float]:
     """Closed-form expected terms (T,) and prior of the bound in bits/dim (module docstring)."""
     abar, abar_prev, beta_tilde = _tables(schedule)
-    var_p = schedule.betas.clone() if variance == "fixed_large" else beta_tilde.clone()
-    if variance == "fixed_small":
+    var_p = schedule.betas.clone() if variance == "large" else beta_tilde.clone()
+    if variance == "small":
         var_p[0] = beta_tilde[1]
     sigma2 = (1 - abar) / abar
     V = S**2 * sigma2 / (S**2 + sigma2)
@@ -95,13 +95,13 @@ def test_gaussian_helpers_match_torch_distributions():
 
 
 def test_reverse_variances():
-    """fixed_small = beta_tilde_t (index 0 takes index 1's), fixed_large = beta_t, learned = eq. 15's
+    """small = beta_tilde_t (index 0 takes index 1's), large = beta_t, learned = eq. 15's
     log-interpolation: v = 0 / 1 give the fixed ones, v = 1/2 their geometric mean."""
     schedule = make_schedule("cosine", num_steps=50)
     _, _, beta_tilde = _tables(schedule)
     index = torch.arange(50)
-    small = vlb.reverse_log_variance(schedule, index, "fixed_small")
-    large = vlb.reverse_log_variance(schedule, index, "fixed_large")
+    small = vlb.reverse_log_variance(schedule, index, "small")
+    large = vlb.reverse_log_variance(schedule, index, "large")
     torch.testing.assert_close(small[1:], beta_tilde[1:].log())
     torch.testing.assert_close(small[0], beta_tilde[1].log())
     torch.testing.assert_close(large, schedule.betas.log())
@@ -128,16 +128,16 @@ def test_prior_term_is_the_kl_to_the_standard_normal():
 # The bound on Gaussian data
 
 
-@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("variance", ["small", "large"])
 def test_continuous_bound_matches_closed_form_and_bounds_the_true_nll(variance):
     """T = 1000 linear schedule, exact denoiser, 256 samples of 64-dim N(0.3, 0.5^2 I).
 
-    Closed-form expected gaps to the true NLL (bits/dim): fixed_large 0.0016, fixed_small 0.822 (beta_tilde
+    Closed-form expected gaps to the true NLL (bits/dim): large 0.0016, small 0.822 (beta_tilde
     is far too small at the first levels, where Var[x0 | x_t] ~ sigma_t^2 dominates). The Monte Carlo bound
     matches the closed-form expected terms to 5 standard errors each (max over the 1000 terms) and its gap
-    matches the closed-form gap to 5 SE. fixed_small: the bound exceeds the true NLL by > 10 SE. fixed_large:
+    matches the closed-form gap to 5 SE. small: the bound exceeds the true NLL by > 10 SE. large:
     the 0.0016 gap is below the Monte Carlo error (SE ~0.013 bits/dim here; resolving it would take ~100x the
-    samples), so the test asserts |gap| < 0.05 bits/dim; measured gap 0.013 +- 0.012 (fixed_small: 0.837 +- 0.021)."""
+    samples), so the test asserts |gap| < 0.05 bits/dim; measured gap 0.013 +- 0.012 (small: 0.837 +- 0.021)."""
     schedule = make_schedule("linear", num_steps=1000)
     gauss = _gaussian(64)
     x0, _ = gauss.sample(256, torch.Generator().manual_seed(3))
@@ -155,7 +155,7 @@ def test_continuous_bound_matches_closed_form_and_bounds_the_true_nll(variance):
     expected_gap = float(expected_terms.sum()) + expected_prior - _entropy_bits()
     print(f"{variance}: gap {gap_mean:.4f} +- {gap_se:.4f} bits/dim (closed form {expected_gap:.4f})")
     assert abs(gap_mean - expected_gap) < 5 * gap_se
-    if variance == "fixed_small":
+    if variance == "small":
         assert gap_mean > 10 * gap_se and abs(gap_mean - 0.822) < 0.1
     else:
         assert abs(gap_mean) < 0.05
@@ -169,15 +169,15 @@ def test_unbiased_estimate_averages_to_the_bound():
     gauss = _gaussian(1)
     x0, _ = gauss.sample(400_000, torch.Generator().manual_seed(5))
     estimate = vlb.variational_bound_estimate(
-        gauss, x0, schedule, variance="fixed_large", decoder="continuous", generator=torch.Generator().manual_seed(6)
+        gauss, x0, schedule, variance="large", decoder="continuous", generator=torch.Generator().manual_seed(6)
     )
-    expected_terms, expected_prior = _expected_terms_bits(schedule, "fixed_large")
+    expected_terms, expected_prior = _expected_terms_bits(schedule, "large")
     expected = float(expected_terms.sum()) + expected_prior
     assert abs(float(estimate.mean()) - expected) < 4 * float(estimate.std()) / math.sqrt(len(estimate))
 
 
 def test_learned_variance_path_reduces_to_the_fixed_ones():
-    """A VarianceDenoiser reporting v = 0 (v = 1) gives the fixed_small (fixed_large) bound draw for draw."""
+    """A VarianceDenoiser reporting v = 0 (v = 1) gives the small (large) bound draw for draw."""
 
     class WithV:
         def __init__(self, denoiser, v):
@@ -192,7 +192,7 @@ def test_learned_variance_path_reduces_to_the_fixed_ones():
     schedule = make_schedule("cosine", num_steps=20)
     gauss = _gaussian(4)
     x0, _ = gauss.sample(8, torch.Generator().manual_seed(7))
-    for v, fixed in ((0.0, "fixed_small"), (1.0, "fixed_large")):
+    for v, fixed in ((0.0, "small"), (1.0, "large")):
         runs = [
             vlb.variational_bound(model, x0, schedule, variance=variance, generator=torch.Generator().manual_seed(8))
             for model, variance in ((WithV(gauss, v), "learned"), (gauss, fixed))
@@ -226,8 +226,8 @@ def _quantized_gaussian_entropy_bits(mu: float, s: float) -> float:
 @pytest.mark.slow
 def test_discrete_bound_exceeds_the_entropy_of_8bit_data():
     """8-bit quantized N(0.1, 0.3^2) data, continuous-Gaussian exact denoiser, discretized decoder: for any
-    model E[bound] >= E[-log2 P_model(x0)] >= H(data) (Gibbs). With fixed_small the bound is measured 0.72 +- 0.04
-    bits/dim above H = 7.297 (so it must exceed H by 5 SE, and by less than 1 bit/dim). (fixed_large lands
+    model E[bound] >= E[-log2 P_model(x0)] >= H(data) (Gibbs). With small the bound is measured 0.72 +- 0.04
+    bits/dim above H = 7.297 (so it must exceed H by 5 SE, and by less than 1 bit/dim). (large lands
     within MC error of H, -0.01 +- 0.03, too close to resolve the inequality.)"""
     schedule = make_schedule("linear", num_steps=1000)
     gauss = GaussianMixture(torch.full((1, 16), 0.1), torch.tensor([0.3]))
@@ -235,6 +235,6 @@ def test_discrete_bound_exceeds_the_entropy_of_8bit_data():
     x0 = ((y.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
     entropy = _quantized_gaussian_entropy_bits(0.1, 0.3)
     generator = torch.Generator().manual_seed(11)
-    bound = vlb.variational_bound(gauss, x0, schedule, variance="fixed_small", generator=generator)
+    bound = vlb.variational_bound(gauss, x0, schedule, variance="small", generator=generator)
     assert float(bound.total.mean()) - entropy > 5 * float(bound.total.std()) / math.sqrt(256)
     assert float(bound.total.mean()) - entropy < 1.0
