@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from ..recipes.files import load_recipe
-from ..train.build import build_data, build_denoiser, build_objective, build_schedule
+from ..data.examples import example_shape
+from ..pipeline.build import build_denoiser, build_schedule
+from ..train.build import build_data, build_objective
 from ..train.ema import EMA
 from ..train.lr import make_lr_scheduler
 from ..train.trainer import train
@@ -33,12 +35,12 @@ def bare_loop(cfg) -> float:
     """Steps/s of a hand-written loop doing the trainer's optimisation work."""
     torch.manual_seed(cfg.train.seed)
     schedule = build_schedule(cfg)
-    model, objective = build_denoiser(cfg, schedule), build_objective(cfg, schedule)
+    train_set, _ = build_data(cfg)
+    model, objective = build_denoiser(cfg, example_shape(train_set), schedule), build_objective(cfg, schedule)
     ema = EMA(model, halflife_steps=cfg.train.ema_halflife_steps)
     o = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     sched = make_lr_scheduler(opt, o.warmup_steps, cfg.train.steps, o.lr_schedule)
-    train_set, _ = build_data(cfg)
     data = torch.stack([train_set[i]["x"] for i in range(len(train_set))])
     B = cfg.data.batch_size
     start = time.perf_counter()

@@ -64,6 +64,20 @@ def null_conditions(cond: Cond, null_cond: Mapping[str, object]) -> dict:
     return {**cond, **{key: _null_for(cond[key], null) for key, null in null_cond.items()}}
 
 
+def with_null_defaults(
+    cond: Cond, null_cond: Mapping[str, object], batch_size: int, device: torch.device | str = "cpu"
+) -> dict:
+    """``cond`` with every key of ``null_cond`` that it lacks set to the null value for all ``batch_size``
+    samples ((B, *null.shape)); keys it has are kept. How a conditional model is asked for an unconditional
+    prediction without naming the null value."""
+    cond = dict(cond or {})
+    for key, null in null_cond.items():
+        if key not in cond:
+            null = torch.as_tensor(null, device=device)
+            cond[key] = null.expand(batch_size, *null.shape)
+    return cond
+
+
 def drop_conditions(
     cond: Cond, p: float, null_cond: Mapping[str, object], generator: Generator = None
 ) -> dict:

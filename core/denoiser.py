@@ -3,13 +3,14 @@
     D(x, sigma, cond) -> x0_hat      x: (B, C, *S)   sigma: (B,)   cond: Mapping[str, Tensor]
 
 ``x`` is in sigma form, ``x = x0 + sigma * n``. Samplers, objectives, guidance and likelihood call only
-``D``; the eps / x0 / v / EDM parameterizations are adapters in ``polydiff.core.precond``.
+``D``; the eps / x0 / v / EDM parameterizations are adapters in ``polydiff.core.precond``, which turn a
+``Backbone`` (the network) into a denoiser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -41,3 +42,22 @@ class VarianceDenoiser(Denoiser, Protocol):
 def to_d(x: torch.Tensor, sigma: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
     """The probability-flow ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3, sigma(t)=t)."""
     return (x - x0_hat) / append_dims(sigma, x.ndim)
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """The network behind a denoiser: ``F(x_in, c_noise, cond) -> out`` (EDM eq. 7's F), never told the schedule.
+
+    x_in      (B, C, *S), already scaled by c_in                 c_noise   (B,), e.g. ln(sigma) / 4
+    out       (B, out_factor * C, *S): the parameterized prediction, then (out_factor 2) the variance head
+
+    ``null_cond`` maps each condition the backbone can go without to its null value for one sample (the value
+    condition dropout trains, ``core.conditioning``): ``{"class_labels": num_classes}`` for a learned null
+    class, ``{}`` for an unconditional backbone. Classifier-free guidance and unconditional sampling use it.
+    ``out_factor`` is 2 when the backbone also predicts the variance interpolation (improved DDPM), else 1.
+    """
+
+    null_cond: Mapping[str, Any]
+    out_factor: int
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: Mapping[str, torch.Tensor]) -> torch.Tensor: ...

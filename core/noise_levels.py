@@ -14,7 +14,7 @@ uniform rounded up to 1 (which would give sigma = 0 or an out-of-range level).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -72,7 +72,7 @@ class ContinuousUniform:
     """
 
     schedule: Schedule
-    t_min: float = 1e-5
+    t_min: float = field(default=1e-5, metadata={"doc": "smallest t drawn (keeps sigma away from 0)", "ge": 0, "lt": 1})
 
     def __post_init__(self):
         if not 0.0 <= self.t_min < 1.0:
@@ -87,8 +87,8 @@ class ContinuousUniform:
 class LogNormal:
     """ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, EDM, sec. 5 / Table 1: P_mean = -1.2, P_std = 1.2)."""
 
-    p_mean: float = -1.2
-    p_std: float = 1.2
+    p_mean: float = field(default=-1.2, metadata={"doc": "mean of ln(sigma) (EDM's P_mean)"})
+    p_std: float = field(default=1.2, metadata={"doc": "standard deviation of ln(sigma) (EDM's P_std)", "gt": 0})
 
     def __post_init__(self):
         if not self.p_std > 0:
@@ -125,6 +125,7 @@ class WaveGradUniform:
         return sigma.to(dtype)
 
 
+# name -> class. Fields with a "doc" are the options a recipe sets; ``schedule`` comes from the recipe's schedule.
 NOISE_LEVELS: dict[str, Callable[..., NoiseLevels]] = {
     "discrete": DiscreteUniform,
     "continuous": ContinuousUniform,

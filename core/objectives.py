@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -76,7 +76,7 @@ class SNRWeighting:
 class MinSNR:
     """lambda = min(SNR, gamma) (Hang et al. 2023, Min-SNR-gamma, eq. 12; gamma = 5 in their experiments)."""
 
-    gamma: float = 5.0
+    gamma: float = field(default=5.0, metadata={"doc": "the SNR cap gamma (Hang et al. 2023)", "gt": 0})
 
     def __post_init__(self):
         _positive("gamma", self.gamma)
@@ -104,7 +104,7 @@ class SoftMinSNR:
     """lambda = (1/SNR + 1/gamma)^-1 = SNR gamma / (SNR + gamma), the soft min of SNR and gamma
     (Crowson et al. 2024, HDiT, soft-min-SNR); gamma defaults to sigma_data^-2, i.e. 1 / (sigma^2 + sigma_data^2)."""
 
-    gamma: float | None = None
+    gamma: float | None = field(default=None, metadata={"doc": 'soft cap gamma; "none" = sigma_data^-2', "gt": 0})
     sigma_data: float = 0.5
 
     def __post_init__(self):
@@ -117,6 +117,7 @@ class SoftMinSNR:
         return 1.0 / (sigma**2 + 1.0 / gamma)
 
 
+# name -> class. Fields with a "doc" are the options a recipe sets; ``sigma_data`` comes from the recipe's diffusion.
 WEIGHTINGS: dict[str, Callable[..., Weighting]] = {
     "simple": Simple,
     "snr": SNRWeighting,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .conditioning import with_null_defaults
 from .denoiser import Cond
 from .schedules import DiscreteSchedule
 from .utils import append_dims, lookup
@@ -86,6 +87,21 @@ def logsnr_c_noise(sigma: torch.Tensor) -> torch.Tensor:
     return -2.0 * sigma.log()
 
 
+def _needs_discrete(schedule) -> DiscreteSchedule:
+    if not isinstance(schedule, DiscreteSchedule):
+        raise TypeError(f"c_noise 'discrete' needs a DiscreteSchedule, got {type(schedule).__name__}")
+    return schedule
+
+
+# name -> (schedule -> c_noise function): the noise inputs a recipe can choose.
+C_NOISE: dict[str, Callable[..., Callable[[torch.Tensor], torch.Tensor]]] = {
+    "edm": lambda schedule: edm_c_noise,
+    "discrete": lambda schedule: discrete_c_noise(_needs_discrete(schedule)),
+    "sqrt_alpha_bar": lambda schedule: sqrt_alpha_bar_c_noise,
+    "logsnr": lambda schedule: logsnr_c_noise,
+}
+
+
 class Precond(nn.Module):
     """Wrap a backbone ``F(x_in, c_noise, cond) -> out`` into a denoiser ``D(x, sigma, cond) -> x0_hat``.
 
@@ -114,9 +130,12 @@ class Precond(nn.Module):
         return tuple(append_dims(c, ndim) for c in self.parameterization.coeffs(sigma, self.sigma_data))
 
     def raw(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond = None) -> torch.Tensor:
-        """The backbone's own output F(c_in x, c_noise(sigma), cond)."""
+        """The backbone's own output F(c_in x, c_noise(sigma), cond). A condition the backbone can go without
+        (a key of its ``null_cond``) that ``cond`` lacks is given its null value, the one the backbone was
+        trained on for dropped conditions, so an "unconditional" call never reaches an untrained path."""
         _, _, c_in = self.coefficients(sigma, x.ndim)
-        return self.backbone(c_in * x, self.c_noise(sigma), cond if cond is not None else {})
+        cond = with_null_defaults(cond, getattr(self.backbone, "null_cond", {}), x.shape[0], x.device)
+        return self.backbone(c_in * x, self.c_noise(sigma), cond)
 
     def split_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backbone output -> (parameterized mean, v in [0, 1] or None)."""

@@ -260,16 +260,20 @@ def _cosine_betas(num_steps: int = 1000, **kwargs) -> torch.Tensor:
     return 1 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
 
 
-SCHEDULES: dict[str, Callable[..., Schedule]] = {
+_DISCRETE: dict[str, Callable[..., DiscreteSchedule]] = {
     "linear": _discrete(linear_betas),
     "scaled_linear": _discrete(scaled_linear_betas),
     "cosine": _discrete(_cosine_betas),
     "sigmoid": _discrete(sigmoid_betas),
+}
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    **_DISCRETE,
     "vp": vp_schedule,
     "ve": ve_schedule,
     "edm": edm_schedule,
     "shifted_cosine": shifted_cosine_schedule,
 }
+DISCRETE_SCHEDULES = frozenset(_DISCRETE)  # the names whose schedules have T levels (num_steps, zero_terminal_snr)
 
 
 def make_schedule(name: str, **kwargs) -> Schedule:

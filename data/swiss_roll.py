@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+from ..recipes.config import Config, setting
+from ..registry import register_dataset
+from .examples import TensorExamples
 
 
 def swiss_roll(n: int, noise: float = 0.05, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -17,3 +22,17 @@ def swiss_roll(n: int, noise: float = 0.05, generator: torch.Generator | None = 
     points = torch.stack([t * t.cos(), t * t.sin()], 1) / 8  # (n, 2)
     points = points + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
     return points.float()
+
+
+@dataclass(frozen=True)
+class SwissRollOptions(Config):
+    """Options of the ``swiss_roll`` data set: a fixed set of points drawn once from the seed."""
+
+    num_samples: int = setting(20_000, gt=0, le=10**8, doc="points in the data set (train and validation together)")
+    noise: float = setting(0.05, ge=0, doc="std of the Gaussian jitter added to each point")
+
+
+@register_dataset("swiss_roll", SwissRollOptions)
+def swiss_roll_dataset(options: SwissRollOptions, seed: int) -> TensorExamples:
+    """The points, drawn once from ``seed``."""
+    return TensorExamples(swiss_roll(options.num_samples, options.noise, torch.Generator().manual_seed(seed)))

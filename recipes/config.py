@@ -24,7 +24,10 @@ import re
 import types
 import typing
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Union
+
+from ..errors import UserError
 
 NONE = "none"  # how TOML, which has no null, spells an unset optional value
 Key = tuple  # a key path: field names, with int indices into lists, e.g. ("optim", "betas", 1)
@@ -41,24 +44,27 @@ def format_key(key: Sequence[str | int]) -> str:
     return f"'{text.lstrip('.')}'"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config value. ``str(err)`` is the one line to show users: ``source: problem``.
 
     ``key`` is the full path of the offending key. In ``problem``, ``{key}`` stands for that path and
     ``{a.b}`` for the key ``a.b`` of the config that raised it (``root``), so a rule written inside one
     section reads right wherever the section sits; ``within`` re-roots an error raised by a sub-config."""
 
-    def __init__(self, key: Iterable[str | int], problem: str, *, root: Iterable[str | int] = (), source: str = ""):
+    def __init__(self, key: Iterable[str | int], problem: str, *, root: Iterable[str | int] = (), source: str = "",
+                 related: Iterable[Key] = ()):
         self.key, self.problem, self.root, self.source = tuple(key), problem, tuple(root), source
+        self.related = tuple(tuple(path) for path in related)  # other keys the error is about (for blaming)
         super().__init__(str(self))
 
     def within(self, prefix: Key) -> ConfigError:
         """The same error seen from a config that holds the raising one at ``prefix``."""
-        return ConfigError(prefix + self.key, self.problem, root=prefix + self.root, source=self.source)
+        return ConfigError(prefix + self.key, self.problem, root=prefix + self.root, source=self.source,
+                           related=[prefix + path for path in self.related])
 
     def from_source(self, source: str) -> ConfigError:
         """The same error attributed to ``source`` (a file name or ``--set a.b=c``)."""
-        return ConfigError(self.key, self.problem, root=self.root, source=source)
+        return ConfigError(self.key, self.problem, root=self.root, source=source, related=self.related)
 
     def _path(self, ref: str) -> Key:
         return self.key if ref == "key" else self.root + tuple(ref.split("."))
@@ -66,7 +72,8 @@ class ConfigError(ValueError):
     @property
     def paths(self) -> list[Key]:
         """Full paths of the offending key and of every other key the message refers to."""
-        return [self.key] + [self._path(m.group(1)) for m in _REF.finditer(self.problem) if m.group(1)]
+        refs = [self._path(m.group(1)) for m in _REF.finditer(self.problem) if m.group(1)]
+        return [self.key, *refs, *self.related]
 
     @property
     def message(self) -> str:
@@ -144,28 +151,18 @@ def setting(
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
 
 
-_OPTIONS: dict[str, dict[str, type]] = {}
-
-
-def register_options(kind: str, name: str, cls: type) -> type:
-    """Declare ``cls`` (a Config) as the options table of the ``kind`` ('data', 'model') named ``name``."""
-    table = _OPTIONS.setdefault(kind, {})
-    if table.get(name, cls) is not cls:
-        raise ValueError(f"{kind} options {name!r} registered twice")
-    table[name] = cls
-    return cls
-
-
 def registered_options(kind: str) -> list[str]:
-    """The names with options registered under ``kind``, sorted."""
-    return sorted(_OPTIONS.get(kind, {}))
+    """The registered names of ``kind`` (``polydiff.registry``), sorted."""
+    from .. import registry
+
+    return registry.names(kind)
 
 
 def options_class(kind: str, name: str) -> type:
-    """The options class registered for ``name`` under ``kind``."""
-    if name not in _OPTIONS.get(kind, {}):
-        raise KeyError(f"no {kind} options registered for {name!r}; known: {', '.join(registered_options(kind))}")
-    return _OPTIONS[kind][name]
+    """The options class that ``name`` registered under ``kind`` (``NoOptions`` when it takes none)."""
+    from .. import registry
+
+    return registry.get(kind, name).options or NoOptions
 
 
 class Config:
@@ -180,6 +177,11 @@ class Config:
 
     def check(self) -> None:
         """Rules tying fields together; raise ``ConfigError((field,), problem)`` naming the key to change."""
+
+
+@dataclass(frozen=True)
+class NoOptions(Config):
+    """The options table of a component that takes none (an empty table)."""
 
 
 @functools.cache
@@ -214,7 +216,7 @@ def describe(tp: Any) -> str:
         return "one of " + ", ".join(show(a) for a in args)
     if typing.get_origin(tp) is tuple:
         if args[-1] is Ellipsis:
-            return f"a list of {_NAMES[args[0]][1]}"
+            return "a list of tables" if dataclasses.is_dataclass(args[0]) else f"a list of {_NAMES[args[0]][1]}"
         if len(set(args)) == 1 and args[0] in _NAMES:
             return f"a list of {len(args)} {_NAMES[args[0]][1]}"
         return f"a list of {len(args)} values"
@@ -253,13 +255,31 @@ def _convert(tp: Any, value: Any, key: Key) -> Any:
     elif tp not in _NAMES:
         raise TypeError(f"unsupported config annotation {tp!r}")
     elif isinstance(value, bool) == (tp is bool):  # a bool is never a number, a number never a bool
+        if tp is float and isinstance(value, (int, float)):
+            return _finite(float(value) if abs(value) < 1e308 else math.inf, key, value)
+        if tp is int and isinstance(value, float) and value.is_integer():
+            return _int64(int(value), key, value)
+        if tp is int and isinstance(value, int):
+            return _int64(value, key, value)
         if isinstance(value, tp):
             return value
-        if tp is float and isinstance(value, int):
-            return float(value)
-        if tp is int and isinstance(value, float) and value.is_integer():
-            return int(value)
     raise _not_allowed(key, describe(tp), value)
+
+
+def _finite(value: float, key: Key, raw: Any) -> float:
+    """Every float setting is finite: nan and inf would pass no bound honestly and break training later."""
+    if not math.isfinite(value):
+        raise ConfigError(key, f"{{key}} must be a finite number, got {show(raw)}")
+    return value
+
+
+INT_LIMIT = 2**63  # settings are 64-bit integers (TOML's range); a field's own bounds narrow it further
+
+
+def _int64(value: int, key: Key, raw: Any) -> int:
+    if not -INT_LIMIT <= value < INT_LIMIT:
+        raise ConfigError(key, f"{{key}} must fit in 64 bits, got {show(raw)}")
+    return value
 
 
 def _choices(meta: Mapping[str, Any]) -> Collection[str] | None:
@@ -293,7 +313,18 @@ def _coerce(tp: Any, value: Any, key: Key, meta: Mapping[str, Any], siblings: Ma
         if not isinstance(value, (cls, Mapping)):
             expected = f"a table of options for {kind} {show(siblings[selector])}"
             raise ConfigError(key, f"{{key}} must be {expected}, got {show(value)}")
-        return value if isinstance(value, cls) else _build(cls, value, key)
+        if isinstance(value, cls):
+            return value
+        try:
+            return _build(cls, value, key)
+        except ConfigError as err:
+            if not err.problem.startswith("unknown key"):
+                raise
+            # name the selector too: its value decided which keys are allowed here
+            chosen = key[:-1] + (selector,)
+            note = f" (the options of {format_key(chosen)} = {show(siblings[selector])})"
+            raise ConfigError(err.key, err.problem + note, root=err.root, source=err.source,
+                              related=[*err.related, chosen]) from None
     converted = _convert(tp, value, key)
     _check_allowed(converted, value, key, meta)
     return converted
@@ -310,7 +341,8 @@ def _build(cls: type, data: Any, path: Key) -> Any:
     for name in data:
         if name not in fields:
             close = _suggest(name, fields)
-            hint = f"did you mean {{{close}}}?" if close else "allowed: " + ", ".join(fields)
+            hint = f"did you mean {{{close}}}?" if close else (
+                "allowed: " + ", ".join(fields) if fields else "this table takes no keys")
             raise ConfigError(path + (name,), "unknown key {key}; " + hint, root=path)
     hints, values = field_types(cls), {}
     for name, f in fields.items():

@@ -35,20 +35,25 @@ def _toml(source: str) -> Any:
 def read_file(path: str | Path) -> dict[str, Any]:
     """The raw tables of a TOML recipe, or of a JSON resolved config ('.json')."""
     path, source = Path(path), str(path)
+    if path.is_dir():
+        raise ConfigError((), "is a folder, not a recipe file", source=source)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError((), f"cannot read the file ({err.strerror or err})", source=source) from None
-    if path.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError((), f"invalid JSON: {err}", source=source) from None
-    toml = _toml(source)
+    except UnicodeDecodeError as err:
+        raise ConfigError((), f"is not UTF-8 text (byte {err.start}: {err.reason})", source=source) from None
+    kind, parse, error = ("JSON", json.loads, json.JSONDecodeError) if path.suffix == ".json" else (
+        "TOML", _toml(source).loads, _toml(source).TOMLDecodeError)
     try:
-        return toml.loads(text)
-    except toml.TOMLDecodeError as err:
-        raise ConfigError((), f"invalid TOML: {err}".replace("\n", " "), source=source) from None
+        data = parse(text)
+    except error as err:
+        raise ConfigError((), f"invalid {kind}: {err}".replace("\n", " "), source=source) from None
+    except RecursionError:
+        raise ConfigError((), f"invalid {kind}: nested too deeply to be a recipe", source=source) from None
+    if not isinstance(data, dict):
+        raise ConfigError((), f"must hold a table of sections, got {type(data).__name__}", source=source)
+    return data
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:

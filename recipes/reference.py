@@ -14,13 +14,25 @@ Leaf = tuple  # (path, annotation, dataclasses.Field) of one setting
 Section = tuple  # (path, leaves, doc) of one table
 
 
+def table_type(tp: Any) -> tuple[type, str] | None:
+    """(Config class, path suffix) when ``tp`` is a nested table ('') or an array of tables ('[]'), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp, ""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+        return args[0], "[]"
+    return None
+
+
 def _sections(cls: type, path: tuple[str, ...] = (), doc: str = "") -> Iterable[Section]:
-    """(path, leaf settings, doc) of ``cls`` and, depth first, of every Config nested in it."""
+    """(path, leaf settings, doc) of ``cls`` and, depth first, of every Config nested in it (an array of tables
+    appears as ``name[]``)."""
     hints, fields = field_types(cls), dataclasses.fields(cls)
-    nested = [f for f in fields if dataclasses.is_dataclass(hints[f.name])]
+    nested = [f for f in fields if table_type(hints[f.name])]
     yield path, [(path + (f.name,), hints[f.name], f) for f in fields if f not in nested], doc
     for f in nested:
-        yield from _sections(hints[f.name], path + (f.name,), f.metadata.get("doc", ""))
+        sub, suffix = table_type(hints[f.name])
+        yield from _sections(sub, path + (f.name + suffix,), f.metadata.get("doc", ""))
 
 
 def _with_options(cls: type) -> Iterable[Section]:

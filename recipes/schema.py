@@ -1,11 +1,11 @@
-"""The recipe schema: frozen, typed dataclasses for every section of a recipe TOML file.
+"""The recipe schema: frozen, typed dataclasses for the sections of a recipe TOML file.
 
-One section per concern: [data], [model], [diffusion], [objective], [optim], [train], [sample].
-Datasets and backbones keep their own keys in an ``options`` table, checked against the class
-registered for their name (``register_options``). Cross-field rules live in each ``check``.
-The names accepted for schedules, parameterizations, c_noise, noise levels, weightings and grid
-spacings are those of ``polydiff.core`` (tests/recipes/test_config.py keeps them in step); samplers
-are looked up in the sampler registry itself.
+One section per concern: [data], [model], [diffusion], [objective], [optim], [train], [sample]. Components
+(data sets, backbones, batch transforms, noise-level distributions, loss weightings) are chosen by ``name``
+and keep their own keys in an ``options`` table, whose class is the one the component registered next to its
+code (``polydiff.registry``). Every allowed name is read from a registry: the modalities' writers, the
+components, and the core's own tables (schedules, parameterizations, c_noise, grids, samplers), so no list
+here has to be kept in step with them. Cross-field rules live in each ``check``.
 """
 
 from __future__ import annotations
@@ -15,70 +15,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import Config, ConfigError, register_options, registered_options, setting, show
+from .config import Config, ConfigError, registered_options, setting, show
 from .reference import markdown_reference
 
-Modality = Literal["toy", "image", "video", "audio"]
-ScheduleName = Literal["linear", "scaled_linear", "cosine", "sigmoid", "vp", "ve", "edm", "shifted_cosine"]
-DISCRETE_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")  # DiscreteSchedule in core.schedules
-Parameterization = Literal["eps", "x0", "v", "edm"]
-CNoise = Literal["edm", "discrete", "sqrt_alpha_bar", "logsnr"]
-NoiseLevels = Literal["discrete", "continuous", "lognormal", "wavegrad"]
-Weighting = Literal["simple", "snr", "min_snr", "edm", "soft_min_snr"]
-Spacing = Literal["karras", "logsnr", "warped_logsnr", "linspace", "leading", "trailing"]
+SEED_LIMIT = 2**32 - 1  # seeds are mixed with step numbers into 64-bit generator seeds (train.trainer)
 
 
-def _sampler_names():
-    """The sampler registry, imported only when a sampler name is checked (it pulls in torch)."""
-    from ..core.samplers import SAMPLERS
+def _core_names(module: str, table: str):
+    """The keys of a core registry, imported only when a name is checked (the core pulls in torch)."""
 
-    return SAMPLERS
+    def names():
+        import importlib
+
+        return sorted(getattr(importlib.import_module(f"polydiff.core.{module}"), table))
+
+    return names
 
 
 def _registered(kind: str):
-    """The names with options registered under ``kind``, looked up when a name is checked."""
+    """The names registered under ``kind``, looked up when a name is checked."""
     return functools.partial(registered_options, kind)
+
+
+def _discrete_schedules() -> frozenset:
+    from ..core.schedules import DISCRETE_SCHEDULES
+
+    return DISCRETE_SCHEDULES
 
 
 def _needs_discrete(key: tuple[str, ...], value, schedule: str, schedule_ref: str) -> None:
     """Raise unless ``schedule`` is discrete: ``key`` = ``value`` is defined on T discrete levels only."""
-    if schedule not in DISCRETE_SCHEDULES:
+    discrete = sorted(_discrete_schedules())
+    if schedule not in discrete:
         raise ConfigError(
             key,
-            f"{{key}} = {show(value)} needs a discrete schedule ({', '.join(DISCRETE_SCHEDULES)}); "
+            f"{{key}} = {show(value)} needs a discrete schedule ({', '.join(discrete)}); "
             f"{{{schedule_ref}}} is {show(schedule)}",
         )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Options of datasets and backbones (one class per registered name)
-
-
-@dataclass(frozen=True)
-class SwissRollOptions(Config):
-    """``polydiff.data.swiss_roll.swiss_roll``: a fixed set of points drawn once from the seed."""
-
-    num_samples: int = setting(20_000, gt=0, doc="points in the data set (train and validation together)")
-    noise: float = setting(0.05, ge=0, doc="std of the Gaussian jitter added to each point")
-
-
-@dataclass(frozen=True)
-class MLPOptions(Config):
-    """Keyword arguments of ``polydiff.modalities.nn.mlp.MLPBackbone``."""
-
-    dims: int = setting(2, gt=0, doc="data dimension D; x has shape (B, D)")
-    hidden: int = setting(128, gt=0, doc="width of the residual blocks")
-    depth: int = setting(3, ge=1, doc="number of residual blocks")
-    embed_dim: int = setting(64, gt=0, doc="size of the Fourier noise embedding (even)")
-    num_classes: int = setting(0, ge=0, doc="class labels for conditioning; 0 = unconditional")
-
-    def check(self) -> None:
-        if self.embed_dim % 2:
-            raise ConfigError(("embed_dim",), f"{{key}} must be even (cos and sin halves), got {self.embed_dim}")
-
-
-register_options("data", "swiss_roll", SwissRollOptions)
-register_options("model", "mlp", MLPOptions)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -86,12 +59,27 @@ register_options("model", "mlp", MLPOptions)
 
 
 @dataclass(frozen=True)
+class TransformConfig(Config):
+    name: str = setting(doc="a registered batch transform, see its options below", choices=_registered("transform"))
+    options: object = setting(None, options=("transform", "name"), doc="keys of the chosen transform")
+
+
+@dataclass(frozen=True)
 class DataConfig(Config):
     name: str = setting(doc="data set (see its options below)", choices=_registered("data"))
-    batch_size: int = setting(256, gt=0, doc="samples per micro-batch over all processes (the global batch; each of W processes takes 1/W)")
+    batch_size: int = setting(256, gt=0, le=2**24, doc="samples per micro-batch over all processes (the global batch; "
+                              "each of W processes takes 1/W)")
     val_fraction: float = setting(0.05, ge=0, le=0.5, doc="fraction of the data held out for validation")
-    num_workers: int = setting(0, ge=0, doc="data-loader worker processes")
+    num_workers: int = setting(0, ge=0, le=256, doc="data-loader worker processes")
+    range: tuple[float, float] = setting((-1.0, 1.0), doc="[lo, hi] of the data's values: how samples become pixels "
+                                         "or waveforms (lo -> black / -1, hi -> white / +1)")
+    transforms: tuple[TransformConfig, ...] = setting((), doc="per-batch transforms, applied in order with "
+                                                      "per-example seeded randomness (an array of tables)")
     options: object = setting(None, options=("data", "name"), doc="keys of the chosen data set")
+
+    def check(self) -> None:
+        if not self.range[0] < self.range[1]:
+            raise ConfigError(("range",), f"{{key}} must be [lo, hi] with lo < hi, got {show(list(self.range))}")
 
 
 @dataclass(frozen=True)
@@ -102,11 +90,15 @@ class ModelConfig(Config):
 
 @dataclass(frozen=True)
 class DiffusionConfig(Config):
-    schedule: ScheduleName = setting("edm", doc="noise schedule, a name in `core.schedules.SCHEDULES`")
-    num_steps: int = setting(1000, ge=2, doc="T, the number of levels of a discrete schedule")
+    schedule: str = setting("edm", choices=_core_names("schedules", "SCHEDULES"),
+                            doc="noise schedule, a name in `core.schedules.SCHEDULES`")
+    num_steps: int = setting(1000, ge=2, le=10**6, doc="T, the number of levels of a discrete schedule")
     zero_terminal_snr: bool = setting(False, doc="rescale a discrete schedule to SNR 0 at t = T (Lin et al. 2023)")
-    parameterization: Parameterization = setting("edm", doc="what the backbone predicts (`core.precond`)")
-    c_noise: CNoise = setting("edm", doc="the backbone's noise input: ln(sigma)/4, index t, sqrt(abar) or logSNR")
+    parameterization: str = setting("edm", choices=_core_names("precond", "PARAMETERIZATIONS"),
+                                    doc="what the backbone predicts (`core.precond.PARAMETERIZATIONS`)")
+    c_noise: str = setting("edm", choices=_core_names("precond", "C_NOISE"),
+                           doc="the backbone's noise input (`core.precond.C_NOISE`): ln(sigma)/4, index t, "
+                               "sqrt(abar) or logSNR")
     sigma_data: float = setting(0.5, gt=0, doc="std of the data, used by EDM preconditioning")
     learned_variance: bool = setting(False, doc="backbone also outputs the variance interpolation v (iDDPM)")
 
@@ -124,12 +116,23 @@ class DiffusionConfig(Config):
 
 
 @dataclass(frozen=True)
+class NoiseLevelsConfig(Config):
+    name: str = setting("lognormal", choices=_registered("noise_levels"),
+                        doc="training distribution of sigma, a name in `core.noise_levels.NOISE_LEVELS`")
+    options: object = setting(None, options=("noise_levels", "name"), doc="keys of the chosen distribution")
+
+
+@dataclass(frozen=True)
+class WeightingConfig(Config):
+    name: str = setting("edm", choices=_registered("weighting"),
+                        doc="loss weight lambda(sigma), a name in `core.objectives.WEIGHTINGS`")
+    options: object = setting(None, options=("weighting", "name"), doc="keys of the chosen weighting")
+
+
+@dataclass(frozen=True)
 class ObjectiveConfig(Config):
-    noise_levels: NoiseLevels = setting("lognormal", doc="training distribution of sigma, `core.noise_levels`")
-    weighting: Weighting = setting("edm", doc="loss weight lambda(sigma), `core.objectives.WEIGHTINGS`")
-    gamma: float = setting(5.0, gt=0, doc="gamma of min-SNR-gamma and soft-min-SNR (Hang et al. 2023)")
-    p_mean: float = setting(-1.2, doc="mean of ln(sigma) for lognormal noise levels (Karras et al. 2022)")
-    p_std: float = setting(1.2, gt=0, doc="std of ln(sigma) for lognormal noise levels")
+    noise_levels: NoiseLevelsConfig = setting(doc="Training noise levels.", factory=NoiseLevelsConfig)
+    weighting: WeightingConfig = setting(doc="Loss weighting.", factory=WeightingConfig)
     hybrid_vlb_weight: float = setting(0.0, ge=0, doc="lambda of L_simple + lambda L_vlb (Nichol & Dhariwal 2021)")
 
 
@@ -139,21 +142,21 @@ class OptimConfig(Config):
     betas: tuple[float, float] = setting((0.9, 0.999), ge=0, lt=1, doc="AdamW (beta1, beta2)")
     weight_decay: float = setting(0.0, ge=0, doc="AdamW decoupled weight decay")
     eps: float = setting(1e-8, gt=0, doc="AdamW epsilon")
-    warmup_steps: int = setting(0, ge=0, doc="steps of linear learning-rate warm-up from 0")
+    warmup_steps: int = setting(0, ge=0, le=10**10, doc="steps of linear learning-rate warm-up from 0")
     lr_schedule: Literal["constant", "cosine"] = setting("constant", doc="learning rate after warm-up")
     grad_clip: float | None = setting(1.0, gt=0, doc="max global gradient norm; \"none\" disables clipping")
 
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    steps: int = setting(10_000, gt=0, doc="optimizer steps")
-    grad_accum: int = setting(1, ge=1, doc="micro-batches per optimizer step")
+    steps: int = setting(10_000, gt=0, le=10**10, doc="optimizer steps")
+    grad_accum: int = setting(1, ge=1, le=4096, doc="micro-batches per optimizer step")
     mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", doc="autocast dtype of the forward pass")
     ema_decay: float | None = setting(None, ge=0, lt=1, doc="per-step EMA decay; no EMA if neither key is set")
     ema_halflife_steps: float | None = setting(None, gt=0, doc="EMA half-life in steps: decay = 0.5^(1/half-life)")
     ema_warmup: bool = setting(True, doc="ramp the EMA up early: min(decay, (1+t)/(10+t)), half-life min(h, ratio t)")
     ema_rampup_ratio: float = setting(0.05, gt=0, doc="ratio of the half-life ramp-up (EDM's ema_rampup_ratio)")
-    seed: int = setting(0, ge=0, doc="seed of initialization, data order and noise")
+    seed: int = setting(0, ge=0, le=SEED_LIMIT, doc="seed of initialization, data order and noise")
     log_every: int = setting(100, gt=0, doc="steps between log lines")
     sample_every: int = setting(1000, ge=0, doc="steps between sample grids; 0 = never")
     val_every: int = setting(1000, ge=0, doc="steps between validation losses; 0 = never")
@@ -162,27 +165,36 @@ class TrainConfig(Config):
     max_nonfinite_in_row: int = setting(5, ge=1, doc="stop after this many non-finite losses in a row")
     out_dir: str = setting("runs", doc="directory that holds the run folders")
     cond_drop_prob: float = setting(0.0, ge=0, le=1, doc="probability of dropping the condition (for guidance)")
+    fsdp: bool = setting(False, doc="shard parameters, gradients and optimizer state over the processes (FSDP2); "
+                                    "needs mixed_precision \"no\" or \"bf16\"")
 
     def check(self) -> None:
         if self.ema_decay is not None and self.ema_halflife_steps is not None:
             raise ConfigError(("ema_halflife_steps",), "{key} and {ema_decay} are both set; set only one")
+        if self.fsdp and self.mixed_precision == "fp16":
+            raise ConfigError(("mixed_precision",), "{key} = \"fp16\" is not supported with {fsdp} (its loss "
+                                                    "scaler needs whole gradients); use \"bf16\"")
+        if not self.out_dir.strip():
+            raise ConfigError(("out_dir",), "{key} must name a directory, got an empty string")
 
 
 @dataclass(frozen=True)
 class SampleConfig(Config):
-    sampler: str = setting("heun", choices=_sampler_names, doc="a sampler in `core.samplers.SAMPLERS`")
-    steps: int = setting(32, gt=0, doc="sampling steps (the grid has steps + 1 levels ending at 0)")
-    spacing: Spacing = setting("karras", doc="sigma grid, a name in `core.grids.GRIDS`")
+    sampler: str = setting("heun", choices=_core_names("samplers", "SAMPLERS"),
+                           doc="a sampler in `core.samplers.SAMPLERS`")
+    steps: int = setting(32, gt=0, le=100_000, doc="sampling steps (the grid has steps + 1 levels ending at 0)")
+    spacing: str = setting("karras", choices=_core_names("grids", "GRIDS"), doc="sigma grid, a name in `core.grids.GRIDS`")
     guidance: float = setting(1.0, ge=0, doc="classifier-free guidance w in D_u + w (D_c - D_u); 1 = conditional only")
     guidance_rescale: float = setting(0.0, ge=0, le=1, doc="phi of guidance rescale (Lin et al. 2023); 0 = off")
-    num: int = setting(16, gt=0, doc="samples drawn per sampling round")
-    seed: int = setting(0, ge=0, doc="seed of the sampling noise (one generator per sample)")
+    num: int = setting(16, gt=0, le=10**7, doc="samples drawn per sampling round")
+    seed: int = setting(0, ge=0, le=SEED_LIMIT, doc="seed of the sampling noise (one generator per sample)")
 
 
 @dataclass(frozen=True)
 class RecipeConfig(Config):
     name: str = setting(doc="recipe name, also the run folder name")
-    modality: Modality = setting(doc="which part of polydiff the recipe trains")
+    modality: str = setting(choices=_registered("writer"), doc="which modality the recipe trains (a registered "
+                            "sample writer); its examples must have the modality's number of dimensions")
     data: DataConfig = setting(doc="The training data and its loader (required).")
     model: ModelConfig = setting(doc="The backbone and its size (required).")
     diffusion: DiffusionConfig = setting(doc="Noise schedule and parameterization.", factory=DiffusionConfig)
@@ -193,8 +205,12 @@ class RecipeConfig(Config):
 
     def check(self) -> None:
         schedule = self.diffusion.schedule
-        if self.objective.noise_levels in ("discrete", "wavegrad"):
-            _needs_discrete(("objective", "noise_levels"), self.objective.noise_levels, schedule, "diffusion.schedule")
+        if not self.name.strip() or any(c in self.name for c in "/\\\0") or self.name in (".", ".."):
+            raise ConfigError(("name",), f"{{key}} names the run folder: it must be a plain folder name, got "
+                                         f"{show(self.name)}")
+        levels = self.objective.noise_levels.name
+        if levels in ("discrete", "wavegrad"):
+            _needs_discrete(("objective", "noise_levels", "name"), levels, schedule, "diffusion.schedule")
         if self.sample.spacing in ("leading", "trailing"):
             _needs_discrete(("sample", "spacing"), self.sample.spacing, schedule, "diffusion.schedule")
         if self.diffusion.learned_variance != (self.objective.hybrid_vlb_weight > 0):
@@ -203,6 +219,10 @@ class RecipeConfig(Config):
                 f"{{key}} is {show(self.objective.hybrid_vlb_weight)}: it must be > 0 exactly when "
                 f"{{diffusion.learned_variance}} is true (only L_vlb trains the variance, Nichol & Dhariwal 2021)",
             )
+        if self.objective.hybrid_vlb_weight > 0 and levels != "discrete":
+            raise ConfigError(("objective", "noise_levels", "name"), f"{{key}} must be \"discrete\" with "
+                              f"{{objective.hybrid_vlb_weight}} > 0 (the hybrid loss draws t ~ Uniform{{{{1..T}}}}), "
+                              f"got {show(levels)}")
 
 
 README = Path(__file__).with_name("README.md")

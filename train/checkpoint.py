@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .atomic import clean_leftovers, remove_dir, write_dir_atomically
-from .files import read_json, read_tensors, write_json, write_tensors
-from .guards import CheckpointError, require_dir, require_finite
+from ..storage.atomic import clean_leftovers, remove_dir, write_dir_atomically
+from ..storage.files import read_json, read_tensors, write_json, write_tensors
+from ..storage.guards import CheckpointError, require_dir, require_finite
+from ..storage.state_codec import decode_state, flatten_state
 from .rng import capture_rng_state, restore_rng_state
-from .state_codec import flatten_state, unflatten_state
 
 CHECKPOINT_FORMAT = 1
 TENSORS_FILE = "tensors.safetensors"
@@ -68,7 +68,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def _state_dicts(**parts: Any) -> dict[str, Any]:
-    return {name: obj.state_dict() for name, obj in parts.items() if obj is not None}
+    """Each part's state: a mapping as given, else its ``state_dict()``."""
+    return {name: obj if isinstance(obj, Mapping) else obj.state_dict() for name, obj in parts.items() if obj is not None}
 
 
 def save_checkpoint(
@@ -86,8 +87,8 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write ``<run_dir>/step_<step>/`` and keep only the newest ``keep_last`` checkpoints.
 
-    ``model`` / ``ema`` / ``optimizer`` / ``lr_scheduler`` are anything with ``state_dict()`` (None =
-    absent); ``extra_state`` is any nested state (data-loader position, loss-scaler, ...); ``generators``
+    ``model`` / ``ema`` / ``optimizer`` / ``lr_scheduler`` are anything with ``state_dict()``, or such a
+    state already taken (None = absent); ``extra_state`` is any nested state (data-loader position, loss-scaler, ...); ``generators``
     names per-run ``torch.Generator`` objects whose states are saved with the global RNGs. Leftovers of
     a crashed save are removed first; older checkpoints are deleted only after the new one is in place,
     and never the one just written (``keep_last=None`` keeps all). Returns the checkpoint folder.
@@ -151,7 +152,10 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def checkpoint_step(path: str | Path) -> int:
     """The step a checkpoint folder was taken at."""
-    return int(_read_header(Path(path))["step"])
+    step = _read_header(Path(path)).get("step")
+    if type(step) is not int or step < 0:
+        raise CheckpointError(f"{Path(path) / STATE_FILE}: 'step' must be a non-negative integer, got {step!r}")
+    return step
 
 
 def checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -178,13 +182,25 @@ def load_checkpoint(
     """
     path = Path(path)
     header = _read_header(path)
-    state = unflatten_state(header["state"], read_tensors(path / TENSORS_FILE))
+    state = decode_state(header.get("state"), read_tensors(path / TENSORS_FILE), str(path / STATE_FILE))
+    if not (isinstance(state, dict) and isinstance(state.get("parts"), dict) and isinstance(state.get("extra"), dict)
+            and isinstance(state.get("rng"), dict)):
+        raise CheckpointError(f"{path / STATE_FILE}: the state must hold 'parts', 'rng' and 'extra' tables")
     targets = dict(zip(_PARTS, (model, ema, optimizer, lr_scheduler)))
+    for name in ("model", "ema"):
+        if name in state["parts"] and targets[name] is not None:
+            require_finite(state["parts"][name], name, action=f"{path}: not a usable checkpoint")
     for name, target in targets.items():
         if target is not None:
             _load_part(path, name, target, state["parts"])
     if restore_rng:
-        restore_rng_state(state["rng"], generators)
+        try:
+            restore_rng_state(state["rng"], generators)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise CheckpointError(f"{path}: the random-number-generator state is damaged ({detail})") from None
     return state["extra"]
 
 
@@ -193,6 +209,6 @@ def _load_part(path: Path, name: str, target: Any, parts: Mapping[str, Any]) -> 
         raise CheckpointError(f"{path} holds no {name} state (it has: {', '.join(parts) or 'nothing'})")
     try:
         target.load_state_dict(parts[name])
-    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
         detail = " ".join(str(err).split())[:400]
         raise CheckpointError(f"{path}: {name} does not match the checkpoint ({detail})") from err

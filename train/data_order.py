@@ -19,15 +19,32 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
+class EpochOrder:
+    """The epoch stream's permutations, each drawn once and kept while batches fall in its epoch (drawing one
+    per batch took 0.19 s at 1.3 M examples, 1.8 s at 10 M)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, _epoch_permutation(self.n, self.seed, epoch)
+        return self._perm
+
+    def batch(self, batch_size: int, batch: int) -> list[int]:
+        """Dataset indices of global batch number ``batch``: (batch_size,) positions of the epoch stream."""
+        start = batch * batch_size
+        indices: list[int] = []
+        while len(indices) < batch_size:
+            epoch, offset = divmod(start + len(indices), self.n)
+            indices.extend(self.permutation(epoch)[offset : offset + batch_size - len(indices)].tolist())
+        return indices
+
+
 def global_batch_indices(n: int, batch_size: int, seed: int, batch: int) -> list[int]:
-    """Dataset indices of global batch number ``batch``: (batch_size,) positions of the epoch stream."""
-    start = batch * batch_size
-    indices: list[int] = []
-    while len(indices) < batch_size:
-        epoch, offset = divmod(start + len(indices), n)
-        perm = _epoch_permutation(n, seed, epoch)
-        indices.extend(perm[offset : offset + batch_size - len(indices)].tolist())
-    return indices
+    """Dataset indices of global batch number ``batch`` (one-off; ``EpochOrder`` keeps the permutation)."""
+    return EpochOrder(n, seed).batch(batch_size, batch)
 
 
 def rank_share(batch_size: int, rank: int, world_size: int) -> slice:
@@ -48,7 +65,7 @@ class StepBatchSampler(Sampler[list[int]]):
         self.share = rank_share(batch_size, rank, world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        batch = self.start
+        order, batch = EpochOrder(self.n, self.seed), self.start
         while True:
-            yield global_batch_indices(self.n, self.batch_size, self.seed, batch)[self.share]
+            yield order.batch(self.batch_size, batch)[self.share]
             batch += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..media import Media, log_media, save_media
+
 
 class RunLog:
     """Append-only scalar log (``scalars.csv``: step, name, value) mirrored to TensorBoard.
@@ -35,14 +37,13 @@ class RunLog:
             self._tb.add_scalar(name, value, step)
         self._file.flush()
 
-    def image(self, tag: str, step: int, png: Path) -> None:
-        """Mirror a written PNG into TensorBoard."""
-        if not self.active or not png.exists():
-            return
-        import numpy as np
-        from PIL import Image
-
-        self._tb.add_image(tag, np.asarray(Image.open(png).convert("RGB")), step, dataformats="HWC")
+    def media(self, tag: str, step: int, media: Media, stem: Path) -> Path | None:
+        """Write ``media`` as ``stem`` + .png / .mp4 / .wav and mirror it into TensorBoard; returns the file."""
+        if not self.active:
+            return None
+        path = save_media(media, stem)
+        log_media(self._tb, tag, step, media)
+        return path
 
     def close(self) -> None:
         if self.active:

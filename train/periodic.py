@@ -1,89 +1,72 @@
-"""What a run does now and then besides optimizing: validation loss, sample files, the model folder."""
+"""What a run does now and then besides optimizing: validation loss and sample media."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..core.objectives import denoising_loss, EDMWeighting
-from ..core.schedules import Schedule
-from ..data.registry import collate
-from ..modalities.writers import write_samples
-from ..recipes.config import config_to_dict
+from .. import registry
+from ..core.objectives import EDMWeighting, denoising_loss
+from ..data.examples import collate
+from ..media import Media
+from ..pipeline.build import build_sigmas
+from ..pipeline.sampling import draw_samples
 from ..recipes.schema import RecipeConfig
-from .pretrained import save_pretrained
 
 VAL_SIGMA_RATIOS = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0)  # validation noise levels, in units of sigma_data
 VAL_SEED = 20_240_601
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, device) -> float:
+def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, device, rank: int = 0, world: int = 1,
+                    all_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+                    prepare: Callable[[dict, int], tuple[torch.Tensor, dict]] | None = None) -> float:
     """Mean over fixed noise levels sigma = r sigma_data (``VAL_SIGMA_RATIOS``) of the EDM-weighted error
-    lambda(sigma) ||D(x0 + sigma n) - x0||^2, lambda = (sigma^2 + sd^2) / (sigma sd)^2 (EDM Table 1), with fixed
-    noise: the same number for the same weights whatever the recipe's objective, so runs compare."""
+    lambda(sigma) ||D(x0 + sigma n) - x0||^2, lambda = (sigma^2 + sd^2) / (sigma sd)^2 (EDM Table 1): the same
+    number for the same weights whatever the recipe's objective, so runs compare.
+
+    The validation batches are split over the ``world`` processes (batch b on rank b mod world) and their sums
+    added with ``all_sum``; batch b's noise comes from its own seed, so the result does not depend on ``world``.
+    Every process runs the same number of forward passes (a sharded model gathers in each), the spare ones
+    uncounted. ``prepare(batch, b)`` puts a collated batch on the device as (x0, cond).
+    """
     was_training = model.training
     model.eval()
-    sd = cfg.diffusion.sigma_data
+    prepare = prepare or (lambda batch, b: (batch["x"].to(device), {k: v.to(device) for k, v in batch["cond"].items()}))
+    sd, batch_size = cfg.diffusion.sigma_data, cfg.data.batch_size
     weighting = EDMWeighting(sigma_data=sd)
-    g = torch.Generator().manual_seed(VAL_SEED)
-    totals = torch.zeros(len(VAL_SIGMA_RATIOS), dtype=torch.float64)
-    count = 0
-    for batch in DataLoader(val_set, batch_size=cfg.data.batch_size, collate_fn=collate):
-        x0 = batch["x"].to(device)
-        cond = {k: v.to(device) for k, v in batch["cond"].items()}
+    totals = torch.zeros(len(VAL_SIGMA_RATIOS) + 1, dtype=torch.float64, device=device)  # per level, then count
+    num_batches = -(-len(val_set) // batch_size)
+    for first in range(0, num_batches, world):
+        b = min(first + rank, num_batches - 1)
+        counted = first + rank < num_batches
+        indices = range(b * batch_size, min((b + 1) * batch_size, len(val_set)))
+        x0, cond = prepare(collate([val_set[i] for i in indices]), b)
+        g = torch.Generator().manual_seed(VAL_SEED + b)
         for i, ratio in enumerate(VAL_SIGMA_RATIOS):
             sigma = torch.full((len(x0),), ratio * sd, device=device)
             noise = torch.randn(x0.shape, generator=g).to(device)
-            totals[i] += denoising_loss(model, x0, sigma, noise, weighting, cond).double().sum().cpu()
-        count += len(x0)
+            totals[i] += counted * denoising_loss(model, x0, sigma, noise, weighting, cond).double().sum()
+        totals[-1] += counted * len(x0)
+    totals = all_sum(totals)
     model.train(was_training)
-    return float(totals.mean() / max(count, 1))
+    return float(totals[:-1].mean() / totals[-1].clamp(min=1))
 
 
 @torch.no_grad()
-def draw_samples(denoiser, sigmas: torch.Tensor, event_shape: tuple[int, ...], num: int, sampler: str, seed: int,
-                 cond: dict | None = None) -> torch.Tensor:
-    """``num`` samples (num, *event_shape) from noise at ``sigmas[0]``, one generator per sample (seed, seed+1,
-    ...), so a batch equals its samples drawn one at a time (EDM's per-sample RNG)."""
-    from ..core.samplers import get_sampler
-    from ..core.utils import randn_like, seeded_generators
-
-    generators = seeded_generators(range(seed, seed + num))
-    x = sigmas[0] * randn_like(torch.empty(num, *event_shape, device=sigmas.device), generators)
-    return get_sampler(sampler)(denoiser, x, sigmas, cond=cond, generator=generators)
-
-
-def event_shape(cfg: RecipeConfig) -> tuple[int, ...]:
-    """The shape of one example, from the model's options (vector data: (dims,))."""
-    return (cfg.model.options.dims,)
-
-
-def sample_and_write(model: nn.Module, schedule: Schedule, cfg: RecipeConfig, path: Path, reference: Dataset):
-    """Draw the recipe's sampling-default batch and write it with the modality's writer."""
-    from .build import build_sigmas
-
+def sample_media(model: nn.Module, schedule, cfg: RecipeConfig, example_shape: tuple[int, ...],
+                 reference: Dataset) -> Media:
+    """Draw the recipe's sampling-default batch and turn it into media with the modality's writer (real
+    validation examples alongside when the data set has them)."""
     s = cfg.sample
     was_training = model.training
     sigmas = build_sigmas(cfg, schedule).to(next(model.parameters()).device)
-    samples = draw_samples(model.eval(), sigmas, event_shape(cfg), s.num, s.sampler, s.seed)
+    samples = draw_samples(model.eval(), sigmas, example_shape, s.num, s.sampler, s.seed)
     model.train(was_training)
-    ref = collate([reference[i] for i in range(min(len(reference), len(samples)))])["x"] if len(reference) else None
-    return write_samples(cfg.modality, samples.cpu(), path, ref)
-
-
-def save_model(model: nn.Module, cfg: RecipeConfig, path: Path) -> Path:
-    """``save_pretrained`` of the weights to sample with, the resolved recipe and its sampling defaults."""
-    sampling = {
-        "schedule": cfg.diffusion.schedule,
-        "parameterization": cfg.diffusion.parameterization,
-        "sampler": cfg.sample.sampler,
-        "steps": cfg.sample.steps,
-        "spacing": cfg.sample.spacing,
-        "guidance": cfg.sample.guidance,
-    }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return save_pretrained(path, state, config_to_dict(cfg), sampling)
+    n = min(len(reference), len(samples)) if hasattr(reference, "__len__") else 0
+    ref = collate([reference[i] for i in range(n)])["x"] if n else None
+    writer = registry.get("writer", cfg.modality).target
+    return writer(samples.cpu(), registry.WriteContext(cfg.data.range, cfg, ref))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .guards import CheckpointError
+from ..storage.guards import CheckpointError
 
 
 def capture_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:

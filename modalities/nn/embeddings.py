@@ -16,8 +16,9 @@ class FourierEmbedding(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"embedding dim must be even, got {dim}")
-        freqs = torch.exp(-math.log(max_period) * torch.arange(dim // 2) / (dim // 2))
-        self.register_buffer("freqs", freqs, persistent=False)
+        half = dim // 2
+        freqs = [math.exp(-math.log(max_period) * i / half) for i in range(half)]  # plain floats: cheap on meta too
+        self.register_buffer("freqs", torch.tensor(freqs, dtype=torch.float32), persistent=False)
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
         angles = c_noise.float()[:, None] * self.freqs[None, :]  # (B, dim/2)

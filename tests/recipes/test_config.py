@@ -13,19 +13,17 @@ import pytest
 from polydiff.recipes.config import ConfigError, config_from_dict, config_to_dict
 from polydiff.recipes.files import load_recipe, save_resolved, to_json, to_toml
 from polydiff.recipes.reference import field_paths, markdown_reference
+from polydiff.data.swiss_roll import SwissRollOptions
+from polydiff.modalities.toy.mlp import MLPOptions
 from polydiff.recipes.schema import (
     BEGIN,
-    DISCRETE_SCHEDULES,
     END,
     README,
     DataConfig,
     DiffusionConfig,
-    MLPOptions,
-    ObjectiveConfig,
     OptimConfig,
     RecipeConfig,
     SampleConfig,
-    SwissRollOptions,
     TrainConfig,
 )
 
@@ -63,7 +61,7 @@ def test_toy_recipe_loads_typed_and_frozen():
     cfg = load_recipe(TOY)
     assert (cfg.name, cfg.modality, cfg.data.name, cfg.model.name) == ("swiss_roll", "toy", "swiss_roll", "mlp")
     assert cfg.data.options == SwissRollOptions(num_samples=20000, noise=0.05)
-    assert cfg.model.options == MLPOptions(dims=2, hidden=128, depth=3, embed_dim=64)
+    assert cfg.model.options == MLPOptions(hidden=128, depth=3, embed_dim=64)
     assert cfg.optim.betas == (0.9, 0.999) and isinstance(cfg.optim.betas, tuple)
     assert cfg.train.ema_decay is None and cfg.train.ema_halflife_steps == 500.0
     assert cfg.sample == SampleConfig(sampler="heun", steps=18, spacing="karras", num=2000, seed=0)
@@ -81,7 +79,8 @@ def test_toy_recipe_loads_typed_and_frozen():
     [
         ("lr = 1e-3", "lrr = 1e-3", "unknown key 'optim.lrr'; did you mean 'optim.lr'?"),
         ("[optim]", "[optimizer]", "unknown key 'optimizer'; did you mean 'optim'?"),
-        ("noise = 0.05", "nosie = 0.05", "unknown key 'data.options.nosie'; did you mean 'data.options.noise'?"),
+        ("noise = 0.05", "nosie = 0.05", "unknown key 'data.options.nosie'; did you mean 'data.options.noise'? (the "
+         "options of 'data.name' = \"swiss_roll\")"),
         ("lr = 1e-3", "zzz = 1", "unknown key 'optim.zzz'; allowed: lr, betas, weight_decay, eps, warmup_steps, "
          "lr_schedule, grad_clip"),
         ("steps = 5000", 'steps = "ten"', "'train.steps' must be an integer, got \"ten\""),
@@ -98,10 +97,20 @@ def test_toy_recipe_loads_typed_and_frozen():
         ("lr = 1e-3", 'betas = [0.9, "a"]', "'optim.betas[1]' must be a number, got \"a\""),
         ("steps = 5000", 'mixed_precision = "fp8"', "'train.mixed_precision' must be one of \"no\", \"bf16\", "
          "\"fp16\", got \"fp8\""),
-        ('spacing = "karras"', 'spacing = "karas"', "'sample.spacing' must be one of \"karras\", \"logsnr\", "
-         "\"warped_logsnr\", \"linspace\", \"leading\", \"trailing\", got \"karas\"; did you mean \"karras\"?"),
-        ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', "'data.name' must be one of \"swiss_roll\", "
-         "got \"swiss\"; did you mean \"swiss_roll\"?"),
+        ('spacing = "karras"', 'spacing = "karas"', "'sample.spacing' must be one of \"karras\", \"leading\", "
+         "\"linspace\", \"logsnr\", \"trailing\", \"warped_logsnr\", got \"karas\"; did you mean \"karras\"?"),
+        ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', "'data.name' must be one of \"npy_folder\", "
+         "\"npy_shards\", \"swiss_roll\", got \"swiss\"; did you mean \"swiss_roll\"?"),
+        ('modality = "toy"', 'modality = "image"', "'modality' must be one of \"toy\", got \"image\""),
+        ("lr = 1e-3", "lr = nan", "'optim.lr' must be a finite number, got nan"),
+        ("lr = 1e-3", "lr = inf", "'optim.lr' must be a finite number, got inf"),
+        ("p_mean = -1.2", "p_mean = nan", "'objective.noise_levels.options.p_mean' must be a finite number, got nan"),
+        ("seed = 0", "seed = 4294967296", "'sample.seed' must be <= 4294967295, got 4294967296"),
+        ("steps = 5000", "steps = 9223372036854775808", "'train.steps' must fit in 64 bits, got 9223372036854775808"),
+        ("range = [-2.0, 2.0]", "range = [2.0, -2.0]", "'data.range' must be [lo, hi] with lo < hi, got [2.0, -2.0]"),
+        ('out_dir = "runs"', 'out_dir = ""', "'train.out_dir' must name a directory, got an empty string"),
+        ('name = "swiss_roll"\nmodality', 'name = "../x"\nmodality', "'name' names the run folder: it must be a "
+         "plain folder name, got \"../x\""),
         ('name = "swiss_roll"\nmodality', "modality", "missing required key 'name'"),
         ('[data]\nname = "swiss_roll"\n', "[data]\n", "missing required key 'data.name'"),
         ("embed_dim = 64", "embed_dim = 63", "'model.options.embed_dim' must be even (cos and sin halves), got 63"),
@@ -137,12 +146,14 @@ def test_unreadable_and_malformed_files(tmp_path):
     "overrides, message",
     [
         (["train.ema_decay=0.999"], "'train.ema_halflife_steps' and 'train.ema_decay' are both set; set only one"),
-        (["diffusion.c_noise=discrete"], "'diffusion.c_noise' = \"discrete\" needs a discrete schedule (linear, "
-         "scaled_linear, cosine, sigmoid); 'diffusion.schedule' is \"edm\""),
-        (["sample.spacing=trailing"], "'sample.spacing' = \"trailing\" needs a discrete schedule (linear, "
-         "scaled_linear, cosine, sigmoid); 'diffusion.schedule' is \"edm\""),
-        (["objective.noise_levels=wavegrad"], "'objective.noise_levels' = \"wavegrad\" needs a discrete schedule "
-         "(linear, scaled_linear, cosine, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["diffusion.c_noise=discrete"], "'diffusion.c_noise' = \"discrete\" needs a discrete schedule (cosine, "
+         "linear, scaled_linear, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["sample.spacing=trailing"], "'sample.spacing' = \"trailing\" needs a discrete schedule (cosine, "
+         "linear, scaled_linear, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["objective.noise_levels={name = \"wavegrad\"}"], "'objective.noise_levels.name' = \"wavegrad\" needs a discrete "
+         "schedule (cosine, linear, scaled_linear, sigmoid); 'diffusion.schedule' is \"edm\""),
+        (["train.fsdp=true", "train.mixed_precision=fp16"], "'train.mixed_precision' = \"fp16\" is not supported "
+         "with 'train.fsdp' (its loss scaler needs whole gradients); use \"bf16\""),
         (["diffusion.schedule=cosine", "diffusion.learned_variance=true"], "'objective.hybrid_vlb_weight' is 0.0: it "
          "must be > 0 exactly when 'diffusion.learned_variance' is true (only L_vlb trains the variance, Nichol & "
          "Dhariwal 2021)"),
@@ -158,7 +169,7 @@ def test_cross_field_rules_blame_the_override_involved(overrides, message):
 def test_a_consistent_discrete_recipe_loads():
     sets = ["diffusion.schedule=cosine", "diffusion.c_noise=discrete", "diffusion.parameterization=v",
             "diffusion.zero_terminal_snr=true", "diffusion.learned_variance=true", "objective.hybrid_vlb_weight=0.001",
-            "objective.noise_levels=discrete", "objective.weighting=min_snr", "sample.spacing=trailing"]  # fmt: skip
+            "objective.noise_levels={name = \"discrete\"}", "objective.weighting.name=min_snr", "sample.spacing=trailing"]  # fmt: skip
     cfg = load_recipe(TOY, sets)
     assert (cfg.diffusion.schedule, cfg.sample.spacing, cfg.objective.hybrid_vlb_weight) == ("cosine", "trailing", 1e-3)
 
@@ -185,7 +196,8 @@ def test_override_table_replaces_and_creates(tmp_path):
     cfg = load_recipe(TOY, ["data.options={noise = 0.3}"])
     assert cfg.data.options == SwissRollOptions(noise=0.3)  # num_samples back to its default
     path = toy_with(tmp_path, 'name = "swiss_roll"\nmodality', "modality")
-    assert load_recipe(path, ["name=mine", "objective.gamma=2"]).name == "mine"
+    cfg = load_recipe(path, ["name=mine", 'objective.weighting={name = "min_snr", options = {gamma = 2}}'])
+    assert cfg.name == "mine" and cfg.objective.weighting.options.gamma == 2.0
 
 
 @pytest.mark.parametrize(
@@ -199,7 +211,13 @@ def test_override_table_replaces_and_creates(tmp_path):
         ("optim.lr", "expected KEY=VALUE such as optim.lr=3e-4"),
         (".lr=1", "expected KEY=VALUE such as optim.lr=3e-4"),
         ("optim.lr.x=1", "'optim.lr' is 0.001, not a table"),
-        ("data.name=moons", "'data.name' must be one of \"swiss_roll\", got \"moons\""),
+        ("data.name=moons", "'data.name' must be one of \"npy_folder\", \"npy_shards\", \"swiss_roll\", got \"moons\""),
+        ("objective.weighting.options.gamma=2", "unknown key 'objective.weighting.options.gamma'; this table takes "
+         "no keys (the options of 'objective.weighting.name' = \"edm\")"),
+        ("objective.noise_levels.name=discrete", "unknown key 'objective.noise_levels.options.p_mean'; this table "
+         "takes no keys (the options of 'objective.noise_levels.name' = \"discrete\")"),
+        ("train.seed=1e30", "'train.seed' must fit in 64 bits, got 1e+30"),
+        ("train.seed=4294967296", "'train.seed' must be <= 4294967295, got 4294967296"),
     ],
 )
 def test_override_errors_name_the_override(override, message):
@@ -262,35 +280,41 @@ def test_python_construction_is_validated_and_normalized():
 # Agreement with the core registries and the backbone
 
 
-def test_schema_names_match_the_core_registries():
-    from polydiff.core import precond
-    from polydiff.core.grids import GRIDS
+@pytest.mark.parametrize(
+    "config, key, module, table",
+    [
+        (DiffusionConfig, "schedule", "schedules", "SCHEDULES"),
+        (DiffusionConfig, "parameterization", "precond", "PARAMETERIZATIONS"),
+        (DiffusionConfig, "c_noise", "precond", "C_NOISE"),
+        (SampleConfig, "spacing", "grids", "GRIDS"),
+        (SampleConfig, "sampler", "samplers", "SAMPLERS"),
+    ],
+)
+def test_core_names_are_read_from_the_core_registries(monkeypatch, config, key, module, table):
+    """No list in the schema is kept in step with the core: a name added to a core table is accepted at once."""
+    import importlib
+
+    registry = getattr(importlib.import_module(f"polydiff.core.{module}"), table)
+    field = {f.name: f for f in dataclasses.fields(config)}[key]
+    assert set(field.metadata["choices"]()) == set(registry)
+    monkeypatch.setitem(registry, "brand_new", registry[next(iter(registry))])
+    assert "brand_new" in field.metadata["choices"]()
+
+
+def test_noise_levels_and_weightings_are_the_core_registries_with_generated_options():
+    from polydiff import registry
     from polydiff.core.noise_levels import NOISE_LEVELS
     from polydiff.core.objectives import WEIGHTINGS
-    from polydiff.core.schedules import SCHEDULES, DiscreteSchedule, make_schedule
 
-    objective = typing.get_type_hints(ObjectiveConfig)
-    assert set(typing.get_args(objective["noise_levels"])) == set(NOISE_LEVELS)
-    assert set(typing.get_args(objective["weighting"])) == set(WEIGHTINGS)
-    hints = typing.get_type_hints(DiffusionConfig)
-    assert set(typing.get_args(hints["schedule"])) == set(SCHEDULES)
-    discrete = {name for name in SCHEDULES if isinstance(make_schedule(name), DiscreteSchedule)}
-    assert discrete == set(DISCRETE_SCHEDULES)
-    assert set(typing.get_args(hints["parameterization"])) == set(precond.PARAMETERIZATIONS)
-    assert all(callable(getattr(precond, f"{name}_c_noise")) for name in typing.get_args(hints["c_noise"]))
-    assert set(typing.get_args(typing.get_type_hints(SampleConfig)["spacing"])) == set(GRIDS)
-
-
-def test_mlp_options_are_the_backbone_arguments():
-    import torch
-
-    from polydiff.modalities.nn.mlp import MLPBackbone
-
-    options = load_recipe(TOY).model.options
-    # out_factor is not an option: the trainer sets it from diffusion.learned_variance
-    assert set(config_to_dict(options)) == set(inspect.signature(MLPBackbone).parameters) - {"out_factor"}
-    out = MLPBackbone(**config_to_dict(options))(torch.zeros(3, options.dims), torch.zeros(3), {})
-    assert out.shape == (3, options.dims)
+    assert registry.names("noise_levels") == sorted(NOISE_LEVELS)
+    assert registry.names("weighting") == sorted(WEIGHTINGS)
+    # options mirror the documented core fields (defaults and bounds included); engine-supplied ones are absent
+    lognormal = registry.get("noise_levels", "lognormal").options
+    assert config_to_dict(lognormal()) == {"p_mean": -1.2, "p_std": 1.2}
+    with pytest.raises(ConfigError, match=r"'p_std' must be > 0, got 0"):
+        lognormal(p_std=0)
+    assert set(config_to_dict(registry.get("weighting", "soft_min_snr").options())) == {"gamma"}
+    assert "schedule" not in config_to_dict(registry.get("noise_levels", "discrete").options())
 
 
 def test_ema_settings_are_the_ema_arguments():

@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch import nn
 
+from polydiff.pipeline.model_folder import write_model_folder
+from polydiff.storage.guards import CheckpointError
 from polydiff.train import (
-    CheckpointError,
     checkpoint_config,
     checkpoint_step,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
-    save_pretrained,
 )
 from polydiff.train import checkpoint as checkpoint_module
 from polydiff.train.checkpoint import checkpoint_name
@@ -150,7 +150,7 @@ def test_non_finite_weights_are_refused(tmp_path, part):
     with pytest.raises(CheckpointError, match=f"{part} entry '{name}'"):
         save_checkpoint(tmp_path, 1, **parts)
     with pytest.raises(CheckpointError, match="'bias'"):
-        save_pretrained(tmp_path / "export", bad.state_dict(), {}, SAMPLING)
+        write_model_folder(tmp_path / "export", bad.state_dict(), {}, (2,), SAMPLING)
     assert list_checkpoints(tmp_path) == [] and os.listdir(tmp_path) == []
 
 

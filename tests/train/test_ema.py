@@ -30,8 +30,18 @@ def test_average_matches_the_closed_form_and_buffers_are_copied():
         ema.update(model)
     # e_3 = 0.5^3 e_0 + 0.5^3 * 1 + 0.5^2 * 2 + 0.5 * 3
     want = 0.125 * start + 0.125 * 1 + 0.25 * 2 + 0.5 * 3
-    torch.testing.assert_close(ema.model.weight, want)
-    torch.testing.assert_close(ema.model.running_mean, torch.tensor([30.0]))
+    torch.testing.assert_close(ema.shadow["weight"], want)
+    torch.testing.assert_close(ema.shadow["running_mean"], torch.tensor([30.0]))
     restored = EMA(nn.BatchNorm1d(1), decay=0.5, warmup=False)
     restored.load_state_dict(ema.state_dict())
-    assert restored.num_updates == 3 and torch.equal(restored.model.weight, ema.model.weight)
+    assert restored.num_updates == 3 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
+    sampler = ema.copy_to(nn.BatchNorm1d(1))
+    assert torch.equal(sampler.weight, ema.shadow["weight"]) and torch.equal(sampler.running_mean, torch.tensor([30.0]))
+
+
+def test_loading_an_ema_of_another_model_is_refused():
+    ema = EMA(nn.Linear(2, 2), decay=0.9)
+    with pytest.raises(KeyError, match="do not match"):
+        ema.load_state_dict({"model": {"weight": torch.zeros(2, 2)}, "num_updates": 1})
+    with pytest.raises(ValueError, match="shape"):
+        ema.load_state_dict({"model": {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}, "num_updates": 1})

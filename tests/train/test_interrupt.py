@@ -27,5 +27,16 @@ def test_first_sigint_is_deferred_second_interrupts(sigint_handler):
 def test_an_ignored_sigint_stays_ignored(sigint_handler):
     sigint_handler(signal.SIG_IGN)
     with DeferredInterrupt() as interrupt:
-        assert not interrupt.active and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    assert not interrupt.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert not interrupt.requested and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_sigterm_is_deferred_like_ctrl_c_and_handlers_are_restored():
+    previous = signal.getsignal(signal.SIGTERM)
+    with DeferredInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupt.requested and interrupt.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous
+    with DeferredInterrupt() as interrupt:
+        pass
+    assert not interrupt.requested and signal.getsignal(signal.SIGTERM) is previous

@@ -10,11 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from polydiff.train import (
-    CheckpointError,
-    load_pretrained_files,
-    save_pretrained,
-)
+from polydiff.pipeline.model_folder import read_model_folder, write_model_folder
+from polydiff.storage.guards import CheckpointError
 
 from train_helpers import SAMPLING, assert_identical, one_line_naming  # noqa: E402  (tests/train on sys.path)
 
@@ -24,31 +21,32 @@ def test_pretrained_round_trip_and_resave_keeps_user_files(tmp_path):
     model.tied = model.weight  # aliases are stored (as copies) without complaint
     state = {**model.state_dict(), "alias": model.weight.detach()[0]}
     config = {"backbone": "mlp", "channels": [8, 16], "sigma_data": 0.5}
-    folder = save_pretrained(tmp_path / "m", state, config, SAMPLING)
+    folder = write_model_folder(tmp_path / "m", state, config, (3,), SAMPLING)
     (folder / "README.md").write_text("my model")
-    save_pretrained(folder, state, config, {**SAMPLING, "steps": 30})
-    loaded, cfg, sampling = load_pretrained_files(folder)
-    assert_identical(dict(sorted(loaded.items())), {k: state[k].detach() for k in sorted(state)})
-    assert cfg == config and sampling["steps"] == 30 and sampling["sampler"] == "heun"
+    write_model_folder(folder, state, config, (3,), {**SAMPLING, "steps": 30})
+    files = read_model_folder(folder)
+    assert_identical(dict(sorted(files.state.items())), {k: state[k].detach() for k in sorted(state)})
+    assert files.config == config and files.sampling["steps"] == 30 and files.sampling["sampler"] == "heun"
+    assert files.example_shape == (3,)
     assert (folder / "README.md").read_text() == "my model"
     marker = json.loads((folder / "config.json").read_text())
-    assert marker["polydiff_format"] == 1 and "polydiff_version" in marker
+    assert marker["polydiff_format"] == 2 and "polydiff_version" in marker
     assert sorted(os.listdir(tmp_path)) == ["m"]
 
 
 def test_save_pretrained_refuses_foreign_folder_and_incomplete_sampling(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(CheckpointError, match="not a polydiff model folder"):
-        save_pretrained(tmp_path, {"w": torch.zeros(2)}, {}, SAMPLING)
+        write_model_folder(tmp_path, {"w": torch.zeros(2)}, {}, (2,), SAMPLING)
     assert (tmp_path / "notes.txt").exists()
     with pytest.raises(CheckpointError, match="lacks steps"):
         no_steps = {k: v for k, v in SAMPLING.items() if k != "steps"}
-        save_pretrained(tmp_path / "m", {"w": torch.zeros(2)}, {}, no_steps)
+        write_model_folder(tmp_path / "m", {"w": torch.zeros(2)}, {}, (2,), no_steps)
 
 
 def broken_folders(tmp_path: Path):
     """(path handed to the loader, file the error must name, phrase it must contain) per failure."""
-    good = save_pretrained(tmp_path / "good", {"w": torch.arange(1000.0)}, {"a": 1}, SAMPLING)
+    good = write_model_folder(tmp_path / "good", {"w": torch.arange(1000.0)}, {"a": 1}, (1000,), SAMPLING)
     pickle = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, pickle)
     config, weights = "config.json", "model.safetensors"
@@ -84,7 +82,7 @@ def broken_folders(tmp_path: Path):
 def test_load_pretrained_errors_are_one_line_and_name_the_file(tmp_path):
     for path, name, phrase in broken_folders(tmp_path):
         with pytest.raises(CheckpointError) as err:
-            load_pretrained_files(path)
+            read_model_folder(path)
         assert phrase in one_line_naming(err.value, name), (path, str(err.value))
 
 

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from polydiff.train import (
-    CheckpointError,
-    capture_rng_state,
-    flatten_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    unflatten_state,
-)
+from polydiff.storage.guards import CheckpointError
+from polydiff.storage.state_codec import flatten_state, unflatten_state
+from polydiff.train import load_checkpoint, save_checkpoint
+from polydiff.train.rng import capture_rng_state, restore_rng_state
 
 from train_helpers import assert_identical  # noqa: E402  (tests/train on sys.path)
 

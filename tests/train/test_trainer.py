@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from polydiff.pipeline import DiffusionModel
 from polydiff.recipes.files import load_recipe
 from polydiff.train import latest_checkpoint, list_checkpoints
-from polydiff.train.errors import TrainingStopped, UserError
+from polydiff.errors import TrainingStopped, UserError
 from polydiff.train.trainer import TrainingStep, train
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "toy" / "swiss_roll.toml"
@@ -180,9 +180,9 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path, monk
 
 def test_learned_variance_trains_with_the_hybrid_loss_and_samples_with_ddpm(tmp_path):
     cfg = small_recipe(tmp_path, 10, "diffusion.schedule=linear", "diffusion.parameterization=eps",
-                       "diffusion.c_noise=discrete", "diffusion.learned_variance=true", "objective.noise_levels=discrete",
-                       "objective.weighting=simple", "objective.hybrid_vlb_weight=0.001", "sample.sampler=ddpm",
-                       "sample.spacing=trailing")
+                       "diffusion.c_noise=discrete", "diffusion.learned_variance=true",
+                       'objective.noise_levels={name = "discrete"}', "objective.weighting.name=simple",
+                       "objective.hybrid_vlb_weight=0.001", "sample.sampler=ddpm", "sample.spacing=trailing")
     result = train(cfg, progress=False)
     assert result.nonfinite_skipped == 0 and torch.isfinite(torch.tensor(result.last_loss))
     model = DiffusionModel.from_pretrained(result.model_dir)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from polydiff.train import CheckpointError
+from polydiff.storage.guards import CheckpointError
 
 SAMPLING = {"schedule": {"name": "edm"}, "parameterization": "edm", "sampler": "heun", "steps": 18}
 

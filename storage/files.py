@@ -64,6 +64,8 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is corrupt: not valid JSON ({err})") from err
+    except RecursionError:
+        raise CheckpointError(f"{path} is corrupt: its JSON is nested too deeply to be a polydiff file") from None
 
 
 def storage_safe(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

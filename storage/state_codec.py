@@ -124,3 +124,15 @@ def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return _decode_tagged(tree, tensors)
         return {k: unflatten_state(v, tensors) for k, v in tree.items()}
     return tree
+
+
+def decode_state(tree: Any, tensors: dict[str, torch.Tensor], source: str) -> Any:
+    """``unflatten_state`` of a tree read from a file: a tree that is not one this module wrote (hand-edited,
+    damaged) is a ``CheckpointError`` naming ``source``, never a traceback from deep inside the decoder."""
+    try:
+        return unflatten_state(tree, tensors)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise CheckpointError(f"{source}: the saved state is damaged ({detail})") from None

@@ -11,26 +11,34 @@ from typing import Any
 
 import torch
 
+from ..errors import UserError
+
 # Suffixes of the pickle-based formats of torch.save / Lightning / old diffusers, and of raw pickles.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-# Leading bytes of a raw pickle (protocol >= 2) and of torch.save's zip container.
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
+# Leading bytes of a raw pickle (PROTO opcode 0x80 and protocol 2..5) and of torch.save's zip container.
+_PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6)) + (b"PK\x03\x04",)
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint or model folder cannot be written or read; the message names the file."""
 
 
+def _safetensors_shaped(head: bytes) -> bool:
+    """A safetensors file starts with its JSON header's length (8 bytes, little-endian) and then '{'."""
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 40
+
+
 def looks_like_pickle(path: Path) -> bool:
-    """True for a file named or shaped like a pickle / ``torch.save`` archive (found without unpickling)."""
+    """True for a file named or shaped like a pickle / ``torch.save`` archive (found without unpickling); a
+    safetensors file (even a truncated one, whose header length may begin with 0x80) never is."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return True
     try:
         with open(path, "rb") as handle:
-            head = handle.read(4)
+            head = handle.read(9)
     except OSError:
         return False
-    return any(head.startswith(magic) for magic in _PICKLE_MAGIC)
+    return not _safetensors_shaped(head) and head.startswith(_PICKLE_MAGIC)
 
 
 def refuse_pickle(path: Path) -> CheckpointError:
@@ -66,11 +74,12 @@ def _tensors_in(state: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors_in(value, f"{prefix}.{i}" if prefix else str(i))
 
 
-def require_finite(state: Any, what: str) -> None:
+def require_finite(state: Any, what: str, action: str = "refusing to save") -> None:
     """Raise if any floating-point tensor of a (nested) state holds NaN or +-inf, naming the first one.
 
-    A run never writes a checkpoint with non-finite weights: resuming from one would only replay the
-    divergence, and it would silently replace the last good checkpoint under keep-last-k.
+    A run never writes a checkpoint with non-finite weights (resuming from one would only replay the
+    divergence, and it would silently replace the last good checkpoint under keep-last-k), and never samples
+    from such weights (``action`` says which of the two refused).
     """
     for name, value in _tensors_in(state, ""):
         if not (value.is_floating_point() or value.is_complex()):
@@ -80,6 +89,6 @@ def require_finite(state: Any, what: str) -> None:
             nans = int(torch.isnan(value).sum())
             infs = value.numel() - int(finite.sum()) - nans
             raise CheckpointError(
-                f"refusing to save: {what} entry '{name}' has non-finite values "
+                f"{action}: {what} entry '{name}' has non-finite values "
                 f"({nans} NaN, {infs} inf of {value.numel()})"
             )

@@ -1,0 +1,1 @@
+"""The built-in ``polydiff`` subcommands; each module registers its own (``polydiff.registry.register_command``)."""

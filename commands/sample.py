@@ -1,0 +1,44 @@
+"""``polydiff sample MODEL_DIR``: draw samples from a model folder and write them as the modality's media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import register_command
+from .arguments import name, non_negative_float, positive_int, seed
+
+
+def _arguments(p) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--num", type=positive_int, default=16)
+    p.add_argument("--sampler", type=name, default=None, help="a sampler name (default: the model's)")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--guidance", type=non_negative_float, default=None)
+    p.add_argument("--label", type=int, default=None, help="class label for a class-conditional model")
+    p.add_argument("--seed", type=seed, default=0, help="sample i uses seed + i")
+    p.add_argument("--out", default="samples", help="output folder (created; files in it are replaced)")
+
+
+@register_command("sample", help="sample a trained model folder", arguments=_arguments)
+def sample_command(args) -> int:
+    import torch
+
+    from .. import registry
+    from ..media import save_media
+    from ..pipeline import Pipeline
+    from ..storage.output import make_output_dir, writing
+
+    out = make_output_dir(Path(args.out), "--out")
+    pipeline = Pipeline.from_pretrained(args.model_dir)
+    cond = None
+    if args.label is not None:
+        cond = {"class_labels": torch.full((args.num,), args.label, dtype=torch.long)}
+    samples = pipeline.sample(args.num, cond=cond, seed=args.seed, sampler=args.sampler, steps=args.steps,
+                              guidance=args.guidance)
+    model = pipeline.last
+    writer = registry.get("writer", model.config.modality).target
+    media = writer(samples.cpu(), registry.WriteContext(model.config.data.range, model.config))
+    with writing("writing samples", out):
+        path = save_media(media, out / "samples")
+    print(f"wrote {args.num} samples to {path}")
+    return 0

@@ -1,0 +1,115 @@
+"""Data sets of files on disk, read lazily (in DataLoader workers when ``data.num_workers`` > 0).
+
+``FileDataset`` lists the files once and reads example i only when it is asked for. A file that cannot be
+read (corrupt, truncated, wrong format) is replaced by the next readable file in the list, and its name
+travels with the example (``SKIPPED``) so the trainer counts it and reports it at the end of the run; the
+replacement is deterministic, so resume stays exact. A folder with no readable file is one clear error.
+
+``npy_folder`` is the generic instance: one example per ``.npy`` file (arrays of any shape, such as
+pre-computed mel spectrograms or latents), optionally one class per sub-folder (torchvision's ImageFolder
+convention). Modalities subclass ``FileDataset`` with their own ``read`` (images, video, audio).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+from ..recipes.config import Config, ConfigError, setting
+from ..registry import register_dataset
+from .examples import SKIPPED
+
+READ_ERRORS = (OSError, ValueError, RuntimeError, EOFError, SyntaxError, IndexError)  # what a bad file raises
+
+
+def list_files(root: Path, suffixes: tuple[str, ...], class_folders: bool, key: str) -> tuple[list[Path], list[int],
+                                                                                              list[str]]:
+    """(files, labels, class names) under ``root`` with one of ``suffixes``, sorted; with ``class_folders`` each
+    immediate sub-folder is a class (labels 0.. in sorted order) and files directly in ``root`` are ignored."""
+    if not root.is_dir():
+        raise UserError(f"{key}: {root} {'is not a folder' if root.exists() else 'does not exist'}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if class_folders else [""]
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        where = f"{root}'s class sub-folders" if class_folders else str(root)
+        raise UserError(f"{key}: no {'/'.join(suffixes)} files in {where}")
+    return files, labels, classes if class_folders else []
+
+
+class FileDataset(Dataset):
+    """Examples read on demand from ``files``; subclasses implement ``read(path) -> x`` (a tensor)."""
+
+    def __init__(self, files: list[Path], labels: list[int] | None = None, root: Path | None = None):
+        self.files, self.labels, self.root = list(files), labels, root
+
+    def read(self, path: Path) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _example(self, i: int) -> dict:
+        cond = {} if self.labels is None else {"class_labels": torch.tensor(self.labels[i], dtype=torch.long)}
+        return {"x": self.read(self.files[i]), "cond": cond}
+
+    def __getitem__(self, i: int) -> dict:
+        skipped = []
+        for k in range(len(self.files)):
+            j = (i + k) % len(self.files)
+            try:
+                item = self._example(j)
+            except READ_ERRORS as err:
+                skipped.append(f"{self.files[j]} ({type(err).__name__}: {str(err)[:80]})")
+                continue
+            return {**item, SKIPPED: skipped} if skipped else item
+        raise UserError(f"none of the {len(self.files)} files under {self.root or self.files[0].parent} could be "
+                        f"read (first: {skipped[0]})")
+
+
+@dataclass(frozen=True)
+class NpyFolderOptions(Config):
+    """Options of ``npy_folder``."""
+
+    root: str = setting("data", doc="folder of .npy files, one example each (read with allow_pickle=False)")
+    class_folders: bool = setting(False, doc="each sub-folder of root is a class (labels in sorted order)")
+
+    def check(self) -> None:
+        if not self.root.strip():
+            raise ConfigError(("root",), "{key} must name a folder, got an empty string")
+
+
+class NpyFolder(FileDataset):
+    """One float32 example per ``.npy`` file; every file must have the same shape as the first."""
+
+    def __init__(self, files, labels, root, shape: tuple[int, ...] | None = None):
+        super().__init__(files, labels, root)
+        self.example_shape = shape
+
+    def read(self, path: Path) -> torch.Tensor:
+        array = np.load(path, allow_pickle=False)
+        if not np.issubdtype(array.dtype, np.number):
+            raise ValueError(f"holds {array.dtype} values, not numbers")
+        if self.example_shape is not None and array.shape != self.example_shape:
+            raise ValueError(f"shape {array.shape} differs from the data set's {self.example_shape}")
+        if not np.isfinite(array).all():
+            raise ValueError("holds NaN or inf")
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+@register_dataset("npy_folder", NpyFolderOptions)
+def npy_folder(options: NpyFolderOptions, seed: int) -> NpyFolder:
+    """The ``.npy`` files under ``options.root``; the example shape is that of the first readable file."""
+    root = Path(options.root).expanduser()
+    files, labels, _ = list_files(root, (".npy",), options.class_folders, "data.options.root")
+    dataset = NpyFolder(files, labels if options.class_folders else None, root)
+    dataset.example_shape = tuple(dataset[0]["x"].shape)
+    return dataset

@@ -1,0 +1,68 @@
+"""``npy_shards``: a streaming data set over ``.npy`` shard files, each holding many examples (N, *S).
+
+Nothing is indexed up front: an epoch visits the shards in a seeded order (a fresh one each epoch) and the
+rows of each shard in order, reading a shard's header (memory-mapped, no data) only when the epoch reaches
+it. A shard whose header cannot be read counts as one skipped example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..recipes.config import Config, ConfigError, setting
+from ..registry import register_dataset
+from .folder import list_files
+from .streaming import StreamingDataset
+
+
+@dataclass(frozen=True)
+class NpyShardsOptions(Config):
+    """Options of ``npy_shards``."""
+
+    root: str = setting("data", doc="folder of .npy shards, each an array (N, *S) of N examples")
+    shuffle_shards: bool = setting(True, doc="visit the shards in a new seeded order each epoch")
+
+    def check(self) -> None:
+        if not self.root.strip():
+            raise ConfigError(("root",), "{key} must name a folder, got an empty string")
+
+
+class NpyShards(StreamingDataset):
+    def __init__(self, shards: list[Path], seed: int, shuffle: bool):
+        self.shards, self.seed, self.shuffle = shards, seed, shuffle
+
+    def keys(self, epoch: int) -> Iterator[tuple[int, int]]:
+        order = range(len(self.shards))
+        if self.shuffle:
+            order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        for s in order:
+            try:
+                rows = len(np.load(self.shards[s], mmap_mode="r", allow_pickle=False))
+            except (OSError, ValueError, TypeError):
+                yield (s, -1)  # unreadable header: load() fails on it, and it is counted as skipped
+                continue
+            yield from ((s, row) for row in range(rows))
+
+    def load(self, key: tuple[int, int]) -> dict:
+        shard, row = key
+        if row < 0:
+            raise ValueError("unreadable shard header")
+        array = np.asarray(np.load(self.shards[shard], mmap_mode="r", allow_pickle=False)[row], dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError("holds NaN or inf")
+        return {"x": torch.from_numpy(array.copy()), "cond": {}}
+
+    def name(self, key: tuple[int, int]) -> str:
+        return f"{self.shards[key[0]]}[{key[1]}]"
+
+
+@register_dataset("npy_shards", NpyShardsOptions)
+def npy_shards(options: NpyShardsOptions, seed: int) -> NpyShards:
+    """The shards under ``options.root``, in file-name order before shuffling."""
+    files, _, _ = list_files(Path(options.root).expanduser(), (".npy",), False, "data.options.root")
+    return NpyShards(files, seed, options.shuffle_shards)

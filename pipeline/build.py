@@ -1,0 +1,47 @@
+"""Build a model from a resolved recipe: its schedule, its denoiser and its sampling grid.
+
+The one place that turns config names into core objects for a model, shared by training, sampling and
+``from_pretrained``, so that a saved model is rebuilt exactly as it was trained. (What only training needs,
+the objective and the data, is built in ``polydiff.train.build``.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import registry
+from ..core.grids import sampling_sigmas
+from ..core.precond import C_NOISE, Precond
+from ..core.schedules import DISCRETE_SCHEDULES, Schedule, make_schedule
+from ..recipes.schema import RecipeConfig
+from .resources import guard_allocation
+
+
+def build_schedule(cfg: RecipeConfig) -> Schedule:
+    """The recipe's noise schedule (T levels and zero terminal SNR for discrete ones)."""
+    d = cfg.diffusion
+    if d.schedule in DISCRETE_SCHEDULES:
+        return make_schedule(d.schedule, num_steps=d.num_steps, zero_terminal_snr=d.zero_terminal_snr)
+    return make_schedule(d.schedule)
+
+
+def build_backbone(cfg: RecipeConfig, example_shape: tuple[int, ...]) -> torch.nn.Module:
+    """The recipe's backbone for examples of ``example_shape``, checked to fit in memory before it is allocated."""
+    component = registry.get("model", cfg.model.name)
+    spec = registry.BackboneSpec(tuple(example_shape), 2 if cfg.diffusion.learned_variance else 1)
+    return guard_allocation(lambda: component.target(cfg.model.options, spec), f"model {cfg.model.name!r}",
+                            "model.options", module=True)
+
+
+def build_denoiser(cfg: RecipeConfig, example_shape: tuple[int, ...], schedule: Schedule | None = None) -> Precond:
+    """Backbone wrapped by the recipe's parameterization and noise input (``core.precond.Precond``)."""
+    d = cfg.diffusion
+    schedule = schedule or build_schedule(cfg)
+    backbone = build_backbone(cfg, example_shape)
+    return Precond(backbone, d.parameterization, C_NOISE[d.c_noise](schedule), d.sigma_data, d.learned_variance)
+
+
+def build_sigmas(cfg: RecipeConfig, schedule: Schedule, steps: int | None = None, spacing: str | None = None):
+    """The sampling grid: ``steps`` levels of ``spacing`` ending at 0 (float32)."""
+    s = cfg.sample
+    return sampling_sigmas(schedule, steps or s.steps, spacing or s.spacing).to(torch.float32)

@@ -1,0 +1,120 @@
+"""A trained model as a user meets it: ``DiffusionModel.from_pretrained(dir)`` and ``.sample(...)``.
+
+A model folder (``model_folder``) holds the resolved recipe, the example shape, the sampling defaults and the
+EMA weights; the recipe rebuilds the exact denoiser it was trained as. Loading a model never imports the
+trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..core.guidance import classifier_free_guidance
+from ..core.precond import Precond
+from ..core.samplers import SAMPLERS
+from ..core.schedules import Schedule
+from ..errors import UserError
+from ..recipes.config import ConfigError, config_from_dict, config_to_dict
+from ..recipes.schema import RecipeConfig, SampleConfig
+from ..storage.guards import CheckpointError
+from .build import build_denoiser, build_schedule, build_sigmas
+from .model_folder import CONFIG_FILE, read_model_folder, write_model_folder
+from .sampling import draw_samples
+
+
+def _typed(cls: type, data: dict, section: str, path: Path):
+    """``data`` as config class ``cls``; an error names config.json and the key path inside ``section``."""
+    try:
+        return config_from_dict(cls, data)
+    except ConfigError as err:
+        raise err.within((section,)).from_source(str(path / CONFIG_FILE)) from None
+
+
+@dataclass
+class DiffusionModel:
+    """A denoiser with its schedule, recipe, example shape and sampling defaults."""
+
+    denoiser: Precond
+    schedule: Schedule
+    config: RecipeConfig
+    example_shape: tuple[int, ...]
+    sampling: SampleConfig
+
+    @classmethod
+    def build(cls, config: RecipeConfig, example_shape: tuple[int, ...], denoiser: Precond | None = None,
+              schedule: Schedule | None = None) -> DiffusionModel:
+        """A model from its recipe (fresh weights unless ``denoiser`` is given); sampling defaults from [sample]."""
+        schedule = schedule or build_schedule(config)
+        denoiser = denoiser if denoiser is not None else build_denoiser(config, example_shape, schedule)
+        return cls(denoiser, schedule, config, tuple(example_shape), config.sample)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
+        """Load a model folder; anything wrong with it is a one-line ``UserError`` naming the file."""
+        path = Path(path)
+        files = read_model_folder(path)
+        cfg = _typed(RecipeConfig, files.config, "config", path)
+        sampling = _typed(SampleConfig, {**config_to_dict(cfg.sample), **files.sampling}, "sampling", path)
+        model = cls.build(cfg, files.example_shape)
+        try:
+            model.denoiser.load_state_dict(files.state)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: weights do not fit the recipe's model ({first})") from None
+        model.denoiser.to(device).eval().requires_grad_(False)
+        model.sampling = sampling
+        return model
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write this model as a shareable folder (weights, recipe, example shape, sampling defaults)."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}
+        return write_model_folder(path, state, config_to_dict(self.config), self.example_shape,
+                                  config_to_dict(self.sampling))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def guided(self, guidance: float, cond: dict | None) -> Precond:
+        """The denoiser to sample with: classifier-free guidance with weight w (w = 1: the model itself)."""
+        if guidance == 1.0:
+            return self.denoiser
+        null = getattr(self.denoiser.backbone, "null_cond", None)
+        if not (cond and null):
+            raise UserError("guidance other than 1 needs a conditional model and a condition to guide towards")
+        return classifier_free_guidance(self.denoiser, guidance, null, rescale=self.sampling.guidance_rescale)
+
+    @torch.no_grad()
+    def sample(self, num: int = 16, *, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
+               guidance: float | None = None, seed: int = 0, cond: dict | None = None, callback=None) -> torch.Tensor:
+        """``num`` samples (num, *example_shape); unset options come from the model's sampling defaults. Sample i
+        uses seed + i, so a batch equals its samples drawn one at a time. ``guidance`` w != 1 needs a conditional
+        model and ``cond``; a conditional model sampled without ``cond`` uses its null condition."""
+        s = self.sampling
+        sampler = s.sampler if sampler is None else sampler
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
+        cond = _on_device(cond, self.device)
+        _check_labels(self.denoiser, cond)
+        denoiser = self.guided(s.guidance if guidance is None else guidance, cond)
+        sigmas = build_sigmas(self.config, self.schedule, steps or s.steps, spacing or s.spacing).to(self.device)
+        return draw_samples(denoiser, sigmas, self.example_shape, num, sampler, seed, cond, callback)
+
+
+def _on_device(cond: dict | None, device: torch.device) -> dict | None:
+    return None if cond is None else {k: torch.as_tensor(v).to(device) for k, v in cond.items()}
+
+
+def _check_labels(denoiser, cond: dict | None) -> None:
+    """Class labels must be 0..num_classes-1 of a class-conditional model (its null label is num_classes)."""
+    if not cond or "class_labels" not in cond:
+        return
+    null = getattr(denoiser.backbone, "null_cond", {}).get("class_labels")
+    if null is None:
+        raise UserError("this model is not class-conditional: it takes no class label")
+    labels = cond["class_labels"]
+    if bool(((labels < 0) | (labels >= null)).any()):
+        raise UserError(f"class labels must be in 0..{null - 1} for this model, got {labels.unique().tolist()}")

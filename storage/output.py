@@ -1,0 +1,71 @@
+"""The run folder: created where the user said or refused with one line, and writes into it that fail for
+reasons outside the program (a full disk, a read-only file system) reported as such."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def make_output_dir(path: Path, key: str) -> Path:
+    """Create folder ``path`` (and its parents), or a ``UserError`` naming ``key`` when it cannot be: a parent
+    that is a file, a path that is a file, no permission."""
+    if str(path).strip() == "":
+        raise UserError(f"{key} must name a folder, got an empty path")
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == path else f"lies below {parent}, which is a file"
+                raise UserError(f"{key}: {path} {what}, not a folder")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{key}: cannot create {path} ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{key}: {path} is not writable")
+    return path
+
+
+def mount_point(path: Path) -> str:
+    """The mount point of the file system holding ``path`` (for "no space left on /data")."""
+    path = Path(os.path.abspath(path))
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)
+
+
+@contextlib.contextmanager
+def writing(what: str, folder: Path, after: str = ""):
+    """Turn an ``OSError`` from writing ``what`` into ``folder`` into one ``UserError`` line; ``after`` says what
+    still stands (e.g. "the last complete checkpoint is step 200")."""
+    try:
+        yield
+    except OSError as err:
+        tail = f"; {after}" if after else ""
+        if err.errno in _DISK_FULL:
+            raise UserError(f"no space left on {mount_point(folder)} while {what}{tail}") from None
+        raise UserError(f"cannot write {folder} while {what} ({err.strerror or err}){tail}") from None
+
+
+DEMO_MARKER = ".polydiff-demo"
+
+
+def fresh_demo_folder(path: Path) -> Path:
+    """An empty folder for a demo run at ``path``: a folder an earlier demo made is replaced, any other existing
+    folder is left alone and refused (a demo never deletes a user's run)."""
+    import shutil
+
+    if path.exists():
+        if not (path / DEMO_MARKER).exists():
+            raise UserError(f"{path} exists and is not a demo run: pass another --out")
+        shutil.rmtree(path)
+    make_output_dir(path, "--out")
+    (path / DEMO_MARKER).write_text("written by polydiff demo; the next demo replaces this folder\n")
+    return path

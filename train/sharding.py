@@ -1,0 +1,105 @@
+"""How a model is spread over processes: replicated (DDP through accelerate) or sharded (FSDP2).
+
+Both strategies give the trainer the same four things: a module to run the forward pass through, a
+no-gradient-sync context for accumulation micro-batches, and whole (unsharded) state dicts of the model and
+the optimizer for checkpoints, plus the inverse loads. Sharding uses torch's ``fully_shard`` (FSDP2, Zhao et
+al. 2023) directly rather than accelerate's plugin, so it runs the same way on GPUs (NCCL) and on CPUs (gloo),
+where it is tested; every process must take part in the collective gathers and loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+
+def fsdp_units(module: nn.Module) -> list[nn.Module]:
+    """The submodules sharded as separate FSDP units: a backbone's own ``fsdp_units()`` when it has one, else
+    every entry of every ``nn.ModuleList`` in it (residual blocks, stages)."""
+    backbone = getattr(module, "backbone", module)
+    if callable(getattr(backbone, "fsdp_units", None)):
+        return list(backbone.fsdp_units())
+    return [child for m in backbone.modules() if isinstance(m, nn.ModuleList) for child in m]
+
+
+class Replicated:
+    """Every process holds the whole model; gradients are averaged by DDP (accelerate.prepare)."""
+
+    sharded = False
+
+    def __init__(self, accelerator):
+        self.acc = accelerator
+
+    def prepare(self, step_module: nn.Module, make_optimizer):
+        """(the module to train through, the optimizer) with ``make_optimizer(parameters)`` building the latter."""
+        return self.acc.prepare(step_module, make_optimizer(step_module.parameters()))
+
+    def no_sync(self, module: nn.Module, sync: bool):
+        return contextlib.nullcontext() if sync else self.acc.no_sync(module)
+
+    def clip(self, parameters, max_norm: float) -> torch.Tensor:
+        return torch.as_tensor(self.acc.clip_grad_norm_(parameters, max_norm))
+
+    def model_state(self, model: nn.Module) -> dict:
+        return model.state_dict()
+
+    def optimizer_state(self, model: nn.Module, optimizer) -> dict:
+        return optimizer.state_dict()
+
+    def load_model_state(self, model: nn.Module, state: dict) -> None:
+        model.load_state_dict(state)
+
+    def load_optimizer_state(self, model: nn.Module, optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
+
+
+class Sharded(Replicated):
+    """Parameters, gradients and optimizer moments sharded over the processes (FSDP2's ``fully_shard`` on each
+    of ``fsdp_units`` and then the whole denoiser). fp16 loss scaling is not supported with it (use bf16)."""
+
+    sharded = True
+
+    def prepare(self, step_module: nn.Module, make_optimizer):
+        from torch.distributed.fsdp import fully_shard
+
+        denoiser = step_module.denoiser.to(self.acc.device)
+        for unit in fsdp_units(denoiser):
+            fully_shard(unit)
+        fully_shard(denoiser)
+        return step_module, make_optimizer(denoiser.parameters())
+
+    def no_sync(self, module: nn.Module, sync: bool):
+        module.denoiser.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+
+    def clip(self, parameters, max_norm: float) -> torch.Tensor:
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+    @staticmethod
+    def _options(full: bool = True, offload: bool = True):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=full, cpu_offload=offload)
+
+    def model_state(self, model: nn.Module) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(model, options=self._options())
+
+    def optimizer_state(self, model: nn.Module, optimizer) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer, options=self._options())
+
+    def load_model_state(self, model: nn.Module, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(model, state, options=self._options(offload=False))
+
+    def load_optimizer_state(self, model: nn.Module, optimizer, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=self._options(offload=False))
