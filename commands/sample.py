@@ -26,9 +26,9 @@ def sample_command(args) -> int:
     from .. import registry
     from ..media import save_media
     from ..pipeline import Pipeline
-    from ..storage.output import make_output_dir, writing
+    from ..storage.output import check_output_dir, make_output_dir, writing
 
-    out = make_output_dir(Path(args.out), "--out")
+    out = check_output_dir(Path(args.out), "--out")
     pipeline = Pipeline.from_pretrained(args.model_dir)
     cond = None
     if args.label is not None:
@@ -39,6 +39,6 @@ def sample_command(args) -> int:
     writer = registry.get("writer", model.config.modality).target
     media = writer(samples.cpu(), registry.WriteContext(model.config.data.range, model.config))
     with writing("writing samples", out):
-        path = save_media(media, out / "samples")
+        path = save_media(media, make_output_dir(out, "--out") / "samples")
     print(f"wrote {args.num} samples to {path}")
     return 0

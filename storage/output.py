@@ -13,23 +13,30 @@ from ..errors import UserError
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-def make_output_dir(path: Path, key: str) -> Path:
-    """Create folder ``path`` (and its parents), or a ``UserError`` naming ``key`` when it cannot be: a parent
-    that is a file, a path that is a file, no permission."""
-    if str(path).strip() == "":
-        raise UserError(f"{key} must name a folder, got an empty path")
+def check_output_dir(path: Path, key: str) -> Path:
+    """Raise a ``UserError`` naming ``key`` unless folder ``path`` could be created or written: an empty path,
+    a path that is a file or lies below one, an existing ancestor that is not writable. Creates nothing."""
+    if str(path).strip() in ("", "."):
+        raise UserError(f"{key} must name a folder, got {str(path)!r}")
     for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
                 what = "is a file" if parent == path else f"lies below {parent}, which is a file"
                 raise UserError(f"{key}: {path} {what}, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{key}: {parent} is not writable")
             break
+    return path
+
+
+def make_output_dir(path: Path, key: str) -> Path:
+    """Create folder ``path`` (and its parents), or a ``UserError`` naming ``key`` when it cannot be: a parent
+    that is a file, a path that is a file, no permission."""
+    check_output_dir(path, key)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{key}: cannot create {path} ({err.strerror or err})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{key}: {path} is not writable")
     return path
 
 
