@@ -109,10 +109,12 @@ def register(kind: str, name: str, options: type | None = None, **info: Any) -> 
     return decorate
 
 
-def register_backbone(name: str, options: type | None = None) -> Callable[[Any], Any]:
+def register_backbone(name: str, options: type | None = None, *, example_shape: tuple[int, ...]
+                      ) -> Callable[[Any], Any]:
     """A backbone ``F(x_in, c_noise, cond) -> out`` built as ``target(options, spec: BackboneSpec)``; it follows
-    ``polydiff.core.denoiser.Backbone`` (``null_cond``, ``out_factor``)."""
-    return register("model", name, options)
+    ``polydiff.core.denoiser.Backbone`` (``null_cond``, ``out_factor``). ``example_shape`` is a small shape it
+    accepts with its default options (the contract tests build it on that)."""
+    return register("model", name, options, example_shape=tuple(example_shape))
 
 
 def register_dataset(name: str, options: type | None = None) -> Callable[[Any], Any]:

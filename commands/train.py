@@ -46,8 +46,13 @@ def train_command(args) -> int:
 
     cfg = load_recipe(resolve_recipe(args.recipe), args.set)
     result = train(cfg, resume=args.resume, stop_at=args.stop_at)
+    if not result.main_process:
+        return 0
     print(f"trained {result.steps} steps in {result.run_dir} ({result.steps_per_second:.1f} steps/s), "
           f"last loss {result.last_loss:.4f}, non-finite steps skipped: {result.nonfinite_skipped}")
+    if result.fp16_overflow_skipped:
+        print(f"fp16 loss scaling skipped {result.fp16_overflow_skipped} step(s) with overflowing gradients",
+              file=sys.stderr)
     if result.skipped_examples:
         print(f"skipped {result.skipped_examples} unreadable example(s), replaced by readable ones; files: "
               f"{', '.join(result.skipped_files)}", file=sys.stderr)

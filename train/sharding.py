@@ -57,7 +57,8 @@ class Replicated:
 
 class Sharded(Replicated):
     """Parameters, gradients and optimizer moments sharded over the processes (FSDP2's ``fully_shard`` on each
-    of ``fsdp_units`` and then the whole denoiser). fp16 loss scaling is not supported with it (use bf16)."""
+    of ``fsdp_units`` and then the whole backbone, the module whose ``forward`` the denoiser calls: FSDP gathers
+    parameters in forward hooks). fp16 loss scaling is not supported with it (use bf16)."""
 
     sharded = True
 
@@ -67,11 +68,11 @@ class Sharded(Replicated):
         denoiser = step_module.denoiser.to(self.acc.device)
         for unit in fsdp_units(denoiser):
             fully_shard(unit)
-        fully_shard(denoiser)
+        fully_shard(denoiser.backbone)
         return step_module, make_optimizer(denoiser.parameters())
 
     def no_sync(self, module: nn.Module, sync: bool):
-        module.denoiser.set_requires_gradient_sync(sync)
+        module.denoiser.backbone.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
 
     def clip(self, parameters, max_norm: float) -> torch.Tensor:

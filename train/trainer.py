@@ -69,6 +69,8 @@ class RunResult:
     steps_per_second: float
     skipped_examples: int = 0
     skipped_files: list[str] = field(default_factory=list)
+    fp16_overflow_skipped: int = 0
+    main_process: bool = True  # False on the other processes of a distributed run (they print nothing)
 
 
 def _step_seed(seed: int, step: int, micro: int) -> int:
@@ -338,6 +340,7 @@ def _loop(run: _Run, cfg: RecipeConfig, stop_at: int | None) -> RunResult:
     end = t.steps if stop_at is None else min(t.steps, stop_at)
     bar = tqdm(range(run.start, end), initial=run.start, total=t.steps, desc=f"train {cfg.name}", unit="step",
                disable=not (run.progress and run.acc.is_main_process), dynamic_ncols=True)
+    started = time.perf_counter()
     with DeferredInterrupt(active=run.acc.num_processes == 1) as interrupt:
         for step in bar:
             run.step(step)
@@ -348,8 +351,9 @@ def _loop(run: _Run, cfg: RecipeConfig, stop_at: int | None) -> RunResult:
             if interrupt.requested:
                 raise Interrupted(f"after step {done}, checkpoint {saved}", interrupt.signum)
     bar.close()
+    rate = (end - run.start) / max(time.perf_counter() - started, 1e-9)
     model_dir = run.finish() if end == t.steps else None
-    rate = (end - run.start) / max(bar.format_dict["elapsed"], 1e-9)
     s = run.stats
     return RunResult(run.run_dir, end, run.last_loss, s["nonfinite_skipped"], model_dir, rate,
-                     s["skipped_examples"], list(s["skipped_files"]))
+                     s["skipped_examples"], list(s["skipped_files"]), s["fp16_overflow_skipped"],
+                     run.acc.is_main_process)

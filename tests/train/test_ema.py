@@ -45,3 +45,4 @@ def test_loading_an_ema_of_another_model_is_refused():
         ema.load_state_dict({"model": {"weight": torch.zeros(2, 2)}, "num_updates": 1})
     with pytest.raises(ValueError, match="shape"):
         ema.load_state_dict({"model": {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}, "num_updates": 1})
+

@@ -1,0 +1,135 @@
+"""Contracts every registered component keeps, checked over the registries (a new component is covered by
+registering it): backbones, writers, data sets, transforms, commands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from polydiff import registry
+from polydiff.cli import main
+from polydiff.core.denoiser import Backbone
+from polydiff.core.precond import Precond
+from polydiff.data.transforms import example_generators
+from polydiff.errors import UserError
+from polydiff.media import Audio, Image, Video, save_media
+from polydiff.recipes.config import NoOptions
+
+
+def _build(component, out_factor: int = 1):
+    options = (component.options or NoOptions)()
+    spec = registry.BackboneSpec(component.info["example_shape"], out_factor)
+    torch.manual_seed(0)
+    return component.target(options, spec), spec
+
+
+def _cond(backbone, batch: int, value: int | None = None) -> dict:
+    """A condition for every droppable key: label 0 (or ``value``) per sample."""
+    return {k: torch.full((batch, *torch.as_tensor(null).shape), 0 if value is None else value,
+                          dtype=torch.as_tensor(null).dtype) for k, null in backbone.null_cond.items()}
+
+
+@pytest.mark.parametrize("name", registry.names("model"))
+def test_backbones_follow_the_protocol(name):
+    component = registry.get("model", name)
+    backbone, spec = _build(component)
+    assert isinstance(backbone, Backbone) and backbone.out_factor == 1
+    x = torch.randn(3, *spec.example_shape, requires_grad=True)
+    c_noise = torch.tensor([-1.0, 0.0, 1.0])
+    out = backbone(x, c_noise, _cond(backbone, 3))
+    assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+    doubled, spec2 = _build(component, out_factor=2)
+    assert doubled(x.detach(), c_noise, _cond(doubled, 3)).shape == (3, 2 * spec.example_shape[0], *spec.example_shape[1:])
+
+
+@pytest.mark.parametrize("name", registry.names("model"))
+def test_a_conditional_backbone_without_its_condition_uses_the_null_value(name):
+    """Precond fills a missing condition with the backbone's null value: the unconditional prediction is the
+    trained null path, never an untrained one, and the condition changes the output."""
+    backbone, spec = _build(registry.get("model", name))
+    if not backbone.null_cond:
+        pytest.skip("unconditional with its default options")
+    with torch.no_grad():  # the output layers start at zero in some backbones: give every weight a value
+        for p in backbone.parameters():
+            p.normal_(0, 0.3)
+    denoiser = Precond(backbone, "edm", sigma_data=0.5)
+    x, sigma = torch.randn(2, *spec.example_shape), torch.tensor([0.5, 2.0])
+    nulls = {k: torch.as_tensor(v).expand(2) for k, v in backbone.null_cond.items()}
+    torch.testing.assert_close(denoiser(x, sigma), denoiser(x, sigma, nulls), rtol=0, atol=0)
+    assert not torch.allclose(denoiser(x, sigma, _cond(backbone, 2)), denoiser(x, sigma))
+
+
+@pytest.mark.parametrize("name", registry.names("writer"))
+def test_writers_return_media_that_save(name, tmp_path):
+    component = registry.get("writer", name)
+    dims = component.info["example_dims"]
+    shape = {1: (2,), 2: (1, 64), 3: (3, 8, 8), 4: (3, 4, 8, 8)}[dims]
+    samples = torch.rand(4, *shape) * 2 - 1
+    media = component.target(samples, registry.WriteContext((-1.0, 1.0)))
+    assert isinstance(media, (Image, Video, Audio))
+    path = save_media(media, tmp_path / name)
+    assert path.is_file() and path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", registry.names("data"))
+def test_data_sets_build_from_defaults_or_say_why_in_one_line(name):
+    component = registry.get("data", name)
+    try:
+        dataset = component.target((component.options or NoOptions)(), 0)
+    except UserError as err:
+        assert "\n" not in str(err) and str(err)
+        return
+    item = next(iter(dataset)) if not hasattr(dataset, "__getitem__") else dataset[0]
+    assert isinstance(item["x"], torch.Tensor) and torch.isfinite(item["x"]).all() and isinstance(item["cond"], dict)
+
+
+@pytest.mark.parametrize("name", registry.names("transform"))
+def test_transforms_draw_per_example(name):
+    """Example i's result depends only on its own generator: the same in any batch, at any position."""
+    component = registry.get("transform", name)
+    transform = component.target((component.options or NoOptions)())
+    x = torch.randn(6, 2, 5, 5)
+    batch = {"x": x, "cond": {}}
+    whole = transform(batch, example_generators((1, 2, 3), range(6)))["x"]
+    again = transform(batch, example_generators((1, 2, 3), range(6)))["x"]
+    torch.testing.assert_close(whole, again, rtol=0, atol=0)
+    part = transform({"x": x[2:5], "cond": {}}, example_generators((1, 2, 3), range(2, 5)))["x"]
+    torch.testing.assert_close(part, whole[2:5], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", registry.names("command"))
+def test_commands_have_help(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0 and name in capsys.readouterr().out
+
+
+def test_registering_a_different_component_under_a_taken_name_is_an_error():
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_writer("toy", example_dims=1)(lambda samples, context: None)
+    with pytest.raises(KeyError, match="unknown backbone 'nope'; known: mlp"):
+        registry.get("model", "nope")
+
+
+def test_random_flip_flips_about_half_along_the_chosen_dim():
+    from polydiff.data.transforms import RandomFlip, RandomFlipOptions
+
+    x = torch.arange(2000 * 4, dtype=torch.float32).reshape(2000, 1, 4)
+    out = RandomFlip(RandomFlipOptions(dim=-1, p=0.5))({"x": x, "cond": {}}, example_generators((0,), range(2000)))["x"]
+    flipped = (out == x.flip(-1)).all(-1).squeeze(1)
+    assert ((out == x).all(-1).squeeze(1) | flipped).all()
+    assert abs(flipped.float().mean().item() - 0.5) < 0.05  # 2000 draws: SE 0.011
+    with pytest.raises(ValueError, match="outside examples of 2 dimensions"):
+        RandomFlip(RandomFlipOptions(dim=2))({"x": x, "cond": {}}, example_generators((0,), range(2000)))
+
+
+def test_media_types_refuse_wrong_layouts():
+    with pytest.raises(ValueError, match=r"uint8 array \(H, W, C\)"):
+        Image(np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        Video(np.zeros((2, 4, 4, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="positive integer"):
+        Audio(np.zeros((10, 1), dtype=np.float32), 0)
