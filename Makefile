@@ -29,4 +29,4 @@ bench: $(STAMP)
 	$(RUN) -m polydiff.benchmarks.trainer_overhead
 
 clean:
-	rm -rf $(VENV) *.egg-info out
+	rm -rf $(VENV) *.egg-info build out

@@ -4,9 +4,11 @@ The bare loop does the same optimisation work by hand: the same model, batch, ED
 as the trainer draws it), AdamW, clipping, learning-rate schedule and EMA update, with batches sliced
 from an in-memory tensor. The engine also runs its periodic work (logging, validation, samples,
 checkpoints); it is measured with the recipe's own schedule of those and with them off. Variants are
-interleaved in rounds and the median of per-round ratios is reported, because this machine is noisy.
+interleaved in rounds and the median of per-round ratios is reported, because this machine is noisy; torch
+runs one intra-op thread, which made the rounds agree within a few percent here (two threads swung them by
++-20% on a shared 2-core machine).
 
-    python -m polydiff.benchmarks.trainer_overhead [--steps 1000 --rounds 3]
+    python -m polydiff.benchmarks.trainer_overhead [--steps 1000 --rounds 6]
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def engine(overrides: list[str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)
     steps = [f"train.steps={args.steps}"]
     periodic = [f"train.log_every={args.steps // 50}", f"train.val_every={args.steps // 10}",
                 f"train.sample_every={args.steps // 5}", f"train.checkpoint_every={args.steps // 5}"]

@@ -6,26 +6,25 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (below 2**31)."""
+def _integer(text: str, lo: int, hi: int, what: str) -> int:
+    """An integer in [lo, hi)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= value < 2**31:
-        raise argparse.ArgumentTypeError(f"expected a positive integer below 2**31, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not lo <= value < hi:
+        raise argparse.ArgumentTypeError(f"expected {what} in {lo} .. {hi - 1}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (below 2**31)."""
+    return _integer(text, 1, 2**31, "a positive integer")
 
 
 def seed(text: str) -> int:
     """A seed: an integer in 0 .. 2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0 .. 2**32 - 1, got {value}")
-    return value
+    return _integer(text, 0, 2**32, "an integer seed")
 
 
 def non_negative_float(text: str) -> float:

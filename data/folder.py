@@ -76,15 +76,22 @@ class FileDataset(Dataset):
 
 
 @dataclass(frozen=True)
-class NpyFolderOptions(Config):
-    """Options of ``npy_folder``."""
+class FolderOptions(Config):
+    """Base of the options of data sets read from a folder: ``root`` must name one."""
 
-    root: str = setting("data", doc="folder of .npy files, one example each (read with allow_pickle=False)")
-    class_folders: bool = setting(False, doc="each sub-folder of root is a class (labels in sorted order)")
+    root: str = setting("data", doc="the data folder")
 
     def check(self) -> None:
         if not self.root.strip():
             raise ConfigError(("root",), "{key} must name a folder, got an empty string")
+
+
+@dataclass(frozen=True)
+class NpyFolderOptions(FolderOptions):
+    """Options of ``npy_folder``."""
+
+    root: str = setting("data", doc="folder of .npy files, one example each (read with allow_pickle=False)")
+    class_folders: bool = setting(False, doc="each sub-folder of root is a class (labels in sorted order)")
 
 
 class NpyFolder(FileDataset):

@@ -14,22 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..recipes.config import Config, ConfigError, setting
+from ..recipes.config import setting
 from ..registry import register_dataset
-from .folder import list_files
+from .folder import FolderOptions, list_files
 from .streaming import StreamingDataset
 
 
 @dataclass(frozen=True)
-class NpyShardsOptions(Config):
+class NpyShardsOptions(FolderOptions):
     """Options of ``npy_shards``."""
 
     root: str = setting("data", doc="folder of .npy shards, each an array (N, *S) of N examples")
     shuffle_shards: bool = setting(True, doc="visit the shards in a new seeded order each epoch")
-
-    def check(self) -> None:
-        if not self.root.strip():
-            raise ConfigError(("root",), "{key} must name a folder, got an empty string")
 
 
 class NpyShards(StreamingDataset):

@@ -31,7 +31,7 @@ def run(capsys, *argv: str) -> tuple[int, str]:
         (["train", RECIPE, "--set", "model.options.dims=3"], "unknown key 'model.options.dims'"),
         (["sample", "no/such/dir"], "no/such/dir"),
         (["frobnicate"], "invalid choice"),
-        (["sample", "some/model", "--steps", "0"], "expected a positive integer below 2**31, got 0"),
+        (["sample", "some/model", "--steps", "0"], "expected a positive integer in 1 .. 2147483647, got 0"),
         (["sample", "some/model", "--num", "many"], "expected a positive integer, got 'many'"),
         (["sample", "some/model", "--guidance", "nan"], "expected a finite number >= 0"),
     ],

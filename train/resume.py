@@ -61,8 +61,10 @@ def resume_from(cfg: RecipeConfig, run_dir: Path, candidates: list[Path], load: 
             _same_recipe(cfg, ckpt, run_dir)
             extra = load(ckpt)
             step = checkpoint_step(ckpt)
-            if extra.get("step") != step or not isinstance(extra.get("stats"), dict):
-                raise CheckpointError(f"{ckpt}: its run state does not match step {step}")
+            stats = extra.get("stats")
+            if extra.get("step") != step or not isinstance(stats, dict) or not all(
+                    type(v) is int for k, v in stats.items() if k != "skipped_files"):
+                raise CheckpointError(f"{ckpt}: its run state (step, counters) is damaged")
         except CheckpointError as err:
             skipped.append(f"{ckpt.name} ({err})")
             continue

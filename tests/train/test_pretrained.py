@@ -71,6 +71,8 @@ def broken_folders(tmp_path: Path):
         (variant("no_weights", weights), weights, "is missing"),
         (variant("unmarked", config, b'{"a": 1}'), "unmarked", "not a polydiff model folder"),
         (variant("bad_json", config, b'{"polydiff_format": 1,'), config, "not valid JSON"),
+        (variant("deep_json", config, b"[" * 100_000 + b"]" * 100_000), config, "nested too deeply"),
+        (variant("latin1_json", config, '{"name": "caf\xe9"}'.encode("latin-1")), config, "UTF-8"),
         (variant("truncated", weights, truncated), weights, "truncated"),
         (variant("garbage", weights, bytes(64)), weights, "not valid safetensors"),
         (pickle, "model.pt", "never loads pickles"),
