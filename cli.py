@@ -41,8 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) if str(err) else type(err).__name__
-    return text
+    """The error's message on one line; for an error re-raised from a DataLoader worker (whose message is the
+    worker's whole traceback), the original message only."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split()) if text.strip() else type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

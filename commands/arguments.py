@@ -27,6 +27,11 @@ def seed(text: str) -> int:
     return _integer(text, 0, 2**32, "an integer seed")
 
 
+def label(text: str) -> int:
+    """A class label: an integer in 0 .. 2**31 - 1 (the model checks it against its classes)."""
+    return _integer(text, 0, 2**31, "a class label")
+
+
 def non_negative_float(text: str) -> float:
     """A finite float >= 0."""
     try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ..errors import UserError
 from ..registry import components, register_command
+from ..storage.output import check_output_dir
 
 
 def _arguments(p) -> None:
@@ -23,7 +23,7 @@ def demo_command(args) -> int:
     unknown = [name for name in args.only or () if name not in known]
     if unknown:
         raise UserError(f"--only: unknown demo part {unknown[0]!r}; known: {', '.join(known)}")
-    out, start = Path(args.out), time.perf_counter()
+    out, start = check_output_dir(args.out, "--out"), time.perf_counter()
     for part in parts:
         if args.only and part.name not in args.only:
             continue

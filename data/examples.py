@@ -16,6 +16,8 @@ class TensorExamples(Dataset):
     def __init__(self, x: torch.Tensor, cond: dict[str, torch.Tensor] | None = None):
         self.x, self.cond = x, dict(cond or {})
         self.example_shape = tuple(x.shape[1:])
+        labels = self.cond.get("class_labels")
+        self.num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else None
 
     def __len__(self) -> int:
         return len(self.x)

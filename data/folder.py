@@ -12,6 +12,8 @@ convention). Modalities subclass ``FileDataset`` with their own ``read`` (images
 
 from __future__ import annotations
 
+import collections
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +50,9 @@ def list_files(root: Path, suffixes: tuple[str, ...], class_folders: bool, key: 
 class FileDataset(Dataset):
     """Examples read on demand from ``files``; subclasses implement ``read(path) -> x`` (a tensor)."""
 
-    def __init__(self, files: list[Path], labels: list[int] | None = None, root: Path | None = None):
-        self.files, self.labels, self.root = list(files), labels, root
+    def __init__(self, files: list[Path], labels: list[int] | None = None, root: Path | None = None,
+                 num_classes: int | None = None):
+        self.files, self.labels, self.root, self.num_classes = list(files), labels, root, num_classes
 
     def read(self, path: Path) -> torch.Tensor:
         raise NotImplementedError
@@ -94,29 +97,49 @@ class NpyFolderOptions(FolderOptions):
     class_folders: bool = setting(False, doc="each sub-folder of root is a class (labels in sorted order)")
 
 
-class NpyFolder(FileDataset):
-    """One float32 example per ``.npy`` file; every file must have the same shape as the first."""
+def as_example(array: np.ndarray, shape: tuple[int, ...] | None) -> torch.Tensor:
+    """A numeric array as a float32 example, or ``ValueError`` saying why not: not real numbers (strings,
+    booleans, complex), another shape than the data set's, NaN or inf."""
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"holds {array.dtype} values, not real numbers")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"shape {array.shape} differs from the data set's {shape}")
+    values = np.array(array, dtype=np.float32)  # a copy, in memory even when the array is memory-mapped
+    if not np.isfinite(values).all():
+        raise ValueError("holds NaN or inf")
+    return torch.from_numpy(values)
 
-    def __init__(self, files, labels, root, shape: tuple[int, ...] | None = None):
-        super().__init__(files, labels, root)
-        self.example_shape = shape
+
+def common_shape(shapes, key: str, root: Path) -> tuple[int, ...]:
+    """The most common of the first 16 readable ``shapes`` (an iterable yielding a shape or None per file): one
+    odd or damaged file at the start does not decide the shape of a whole data set."""
+    seen = [shape for shape in itertools.islice((s for s in shapes if s is not None), 16)]
+    if not seen:
+        raise UserError(f"{key}: no file under {root} could be read as a numeric array")
+    return collections.Counter(seen).most_common(1)[0][0]
+
+
+def npy_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape in a ``.npy`` header (memory-mapped: no data read), or None if it cannot be read."""
+    try:
+        return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class NpyFolder(FileDataset):
+    """One float32 example per ``.npy`` file, each of the data set's shape."""
 
     def read(self, path: Path) -> torch.Tensor:
-        array = np.load(path, allow_pickle=False)
-        if not np.issubdtype(array.dtype, np.number):
-            raise ValueError(f"holds {array.dtype} values, not numbers")
-        if self.example_shape is not None and array.shape != self.example_shape:
-            raise ValueError(f"shape {array.shape} differs from the data set's {self.example_shape}")
-        if not np.isfinite(array).all():
-            raise ValueError("holds NaN or inf")
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return as_example(np.load(path, allow_pickle=False), self.example_shape)
 
 
 @register_dataset("npy_folder", NpyFolderOptions)
 def npy_folder(options: NpyFolderOptions, seed: int) -> NpyFolder:
-    """The ``.npy`` files under ``options.root``; the example shape is that of the first readable file."""
+    """The ``.npy`` files under ``options.root``; the example shape is the most common of the first readable."""
     root = Path(options.root).expanduser()
-    files, labels, _ = list_files(root, (".npy",), options.class_folders, "data.options.root")
-    dataset = NpyFolder(files, labels if options.class_folders else None, root)
-    dataset.example_shape = tuple(dataset[0]["x"].shape)
+    files, labels, classes = list_files(root, (".npy",), options.class_folders, "data.options.root")
+    dataset = NpyFolder(files, labels if options.class_folders else None, root, len(classes) or None)
+    dataset.example_shape = common_shape(map(npy_shape, files), "data.options.root", root)
+    dataset[0]  # a folder of which no file reads whole is refused now, not at the first step
     return dataset

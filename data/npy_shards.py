@@ -16,7 +16,7 @@ import torch
 
 from ..recipes.config import setting
 from ..registry import register_dataset
-from .folder import FolderOptions, list_files
+from .folder import FolderOptions, as_example, common_shape, list_files, npy_shape
 from .streaming import StreamingDataset
 
 
@@ -29,8 +29,8 @@ class NpyShardsOptions(FolderOptions):
 
 
 class NpyShards(StreamingDataset):
-    def __init__(self, shards: list[Path], seed: int, shuffle: bool):
-        self.shards, self.seed, self.shuffle = shards, seed, shuffle
+    def __init__(self, shards: list[Path], seed: int, shuffle: bool, example_shape: tuple[int, ...]):
+        self.shards, self.seed, self.shuffle, self.example_shape = shards, seed, shuffle, example_shape
 
     def keys(self, epoch: int) -> Iterator[tuple[int, int]]:
         order = range(len(self.shards))
@@ -48,10 +48,8 @@ class NpyShards(StreamingDataset):
         shard, row = key
         if row < 0:
             raise ValueError("unreadable shard header")
-        array = np.asarray(np.load(self.shards[shard], mmap_mode="r", allow_pickle=False)[row], dtype=np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError("holds NaN or inf")
-        return {"x": torch.from_numpy(array.copy()), "cond": {}}
+        return {"x": as_example(np.load(self.shards[shard], mmap_mode="r", allow_pickle=False)[row],
+                                self.example_shape), "cond": {}}
 
     def name(self, key: tuple[int, int]) -> str:
         return f"{self.shards[key[0]]}[{key[1]}]"
@@ -60,5 +58,7 @@ class NpyShards(StreamingDataset):
 @register_dataset("npy_shards", NpyShardsOptions)
 def npy_shards(options: NpyShardsOptions, seed: int) -> NpyShards:
     """The shards under ``options.root``, in file-name order before shuffling."""
-    files, _, _ = list_files(Path(options.root).expanduser(), (".npy",), False, "data.options.root")
-    return NpyShards(files, seed, options.shuffle_shards)
+    root = Path(options.root).expanduser()
+    files, _, _ = list_files(root, (".npy",), False, "data.options.root")
+    rows = (shape[1:] if shape and len(shape) > 0 else None for shape in map(npy_shape, files))
+    return NpyShards(files, seed, options.shuffle_shards, common_shape(rows, "data.options.root", root))

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import UserError
 from .examples import SKIPPED
 
 MAX_CONSECUTIVE_FAILURES = 1000
@@ -89,5 +90,5 @@ class StreamingDataset(IterableDataset):
                 key = buffer[nxt]
                 continue
             return {**item, SKIPPED: skipped} if skipped else item
-        raise ValueError(f"{type(self).__name__}: {MAX_CONSECUTIVE_FAILURES} examples in a row failed to load "
-                         f"(first: {skipped[0]})")
+        raise UserError(f"{type(self).__name__}: {MAX_CONSECUTIVE_FAILURES} examples in a row failed to load "
+                        f"(first: {skipped[0]})")

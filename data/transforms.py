@@ -23,6 +23,9 @@ from ..registry import register_transform
 
 
 class BatchTransform(Protocol):
+    """Called on each batch; may also define ``check(example_shape) -> str | None``, which the trainer calls
+    before the first step so that a transform that cannot apply says why at the start."""
+
     def __call__(self, batch: dict, generators: Sequence[torch.Generator]) -> dict: ...
 
 
@@ -61,11 +64,18 @@ class RandomFlip:
     def __init__(self, options: RandomFlipOptions):
         self.dim, self.p = options.dim, options.p
 
+    def check(self, example_shape: tuple[int, ...]) -> str | None:
+        """Why this transform cannot apply to examples of ``example_shape``, or None."""
+        if not -len(example_shape) <= self.dim < len(example_shape):
+            return f"random_flip: dim {self.dim} is outside examples of shape {example_shape}"
+        return None
+
     def __call__(self, batch: dict, generators: Sequence[torch.Generator]) -> dict:
         x = batch["x"]
         example_dims = x.ndim - 1
-        if not -example_dims <= self.dim < example_dims:
-            raise ValueError(f"random_flip: dim {self.dim} is outside examples of {example_dims} dimensions")
+        problem = self.check(tuple(x.shape[1:]))
+        if problem:
+            raise ValueError(problem)
         dim = self.dim % example_dims + 1  # in the batch (B, *S)
         flip = rand_like_batch(torch.empty(len(x), dtype=torch.float64), generators).to(x.device) < self.p  # (B,)
         shape = (len(x),) + (1,) * example_dims

@@ -25,19 +25,22 @@ def build_schedule(cfg: RecipeConfig) -> Schedule:
     return make_schedule(d.schedule)
 
 
-def build_backbone(cfg: RecipeConfig, example_shape: tuple[int, ...]) -> torch.nn.Module:
-    """The recipe's backbone for examples of ``example_shape``, checked to fit in memory before it is allocated."""
+def build_backbone(cfg: RecipeConfig, example_shape: tuple[int, ...], device: torch.device | str = "cpu",
+                   copies: float = 1.0) -> torch.nn.Module:
+    """The recipe's backbone for examples of ``example_shape`` on ``device``, checked to fit there (``copies``
+    times its weights: training also holds gradients, optimizer moments, an EMA) before it is allocated."""
     component = registry.get("model", cfg.model.name)
     spec = registry.BackboneSpec(tuple(example_shape), 2 if cfg.diffusion.learned_variance else 1)
     return guard_allocation(lambda: component.target(cfg.model.options, spec), f"model {cfg.model.name!r}",
-                            "model.options", module=True)
+                            "model.options", module=True, copies=copies, device=device)
 
 
-def build_denoiser(cfg: RecipeConfig, example_shape: tuple[int, ...], schedule: Schedule | None = None) -> Precond:
-    """Backbone wrapped by the recipe's parameterization and noise input (``core.precond.Precond``)."""
+def build_denoiser(cfg: RecipeConfig, example_shape: tuple[int, ...], schedule: Schedule | None = None,
+                   device: torch.device | str = "cpu", copies: float = 1.0) -> Precond:
+    """Backbone wrapped by the recipe's parameterization and noise input (``core.precond.Precond``), on ``device``."""
     d = cfg.diffusion
     schedule = schedule or build_schedule(cfg)
-    backbone = build_backbone(cfg, example_shape)
+    backbone = build_backbone(cfg, example_shape, device, copies)
     return Precond(backbone, d.parameterization, C_NOISE[d.c_noise](schedule), d.sigma_data, d.learned_variance)
 
 

@@ -42,6 +42,7 @@ class DiffusionModel:
     config: RecipeConfig
     example_shape: tuple[int, ...]
     sampling: SampleConfig
+    source: Path | None = None  # the model folder it was loaded from
 
     @classmethod
     def build(cls, config: RecipeConfig, example_shape: tuple[int, ...], denoiser: Precond | None = None,
@@ -65,7 +66,7 @@ class DiffusionModel:
             first = str(err).strip().splitlines()[0]
             raise CheckpointError(f"{path}: weights do not fit the recipe's model ({first})") from None
         model.denoiser.to(device).eval().requires_grad_(False)
-        model.sampling = sampling
+        model.sampling, model.source = sampling, path
         return model
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -78,13 +79,19 @@ class DiffusionModel:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
-    def guided(self, guidance: float, cond: dict | None) -> Precond:
-        """The denoiser to sample with: classifier-free guidance with weight w (w = 1: the model itself)."""
+    def guided(self, guidance: float | None, cond: dict | None) -> Precond:
+        """The denoiser to sample with: classifier-free guidance with weight w (w = 1: the model itself; None:
+        the model's default, ``sampling.guidance``)."""
+        origin = "guidance"
+        if guidance is None:
+            where = f" in {self.source / CONFIG_FILE}" if self.source else ""
+            guidance, origin = self.sampling.guidance, f"the model's default sampling.guidance{where}"
         if guidance == 1.0:
             return self.denoiser
         null = getattr(self.denoiser.backbone, "null_cond", None)
         if not (cond and null):
-            raise UserError("guidance other than 1 needs a conditional model and a condition to guide towards")
+            raise UserError(f"{origin} = {guidance:g}: guidance other than 1 needs a conditional model and a "
+                            f"condition to guide towards")
         return classifier_free_guidance(self.denoiser, guidance, null, rescale=self.sampling.guidance_rescale)
 
     @torch.no_grad()
@@ -98,8 +105,8 @@ class DiffusionModel:
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
         cond = _on_device(cond, self.device)
-        _check_labels(self.denoiser, cond)
-        denoiser = self.guided(s.guidance if guidance is None else guidance, cond)
+        check_class_labels(cond, getattr(self.denoiser.backbone, "null_cond", {}), "this model")
+        denoiser = self.guided(guidance, cond)
         sigmas = build_sigmas(self.config, self.schedule, steps or s.steps, spacing or s.spacing).to(self.device)
         return draw_samples(denoiser, sigmas, self.example_shape, num, sampler, seed, cond, callback)
 
@@ -108,13 +115,15 @@ def _on_device(cond: dict | None, device: torch.device) -> dict | None:
     return None if cond is None else {k: torch.as_tensor(v).to(device) for k, v in cond.items()}
 
 
-def _check_labels(denoiser, cond: dict | None) -> None:
-    """Class labels must be 0..num_classes-1 of a class-conditional model (its null label is num_classes)."""
+def check_class_labels(cond: dict | None, null_cond: dict, whose: str) -> None:
+    """Class labels must be 0..num_classes-1 of a class-conditional backbone, whose null label is num_classes
+    (``core.conditioning``): a label at or past it would silently be the null class, or index past the table."""
     if not cond or "class_labels" not in cond:
         return
-    null = getattr(denoiser.backbone, "null_cond", {}).get("class_labels")
+    null = null_cond.get("class_labels")
     if null is None:
-        raise UserError("this model is not class-conditional: it takes no class label")
+        raise UserError(f"{whose} is not class-conditional: it takes no class label")
     labels = cond["class_labels"]
     if bool(((labels < 0) | (labels >= null)).any()):
-        raise UserError(f"class labels must be in 0..{null - 1} for this model, got {labels.unique().tolist()}")
+        bad = sorted({int(v) for v in labels.flatten().tolist() if not 0 <= v < null})
+        raise UserError(f"class labels must be in 0..{null - 1} for {whose}, got {bad[:5]}")

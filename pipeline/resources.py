@@ -10,7 +10,8 @@ import torch
 from ..errors import UserError
 
 T = TypeVar("T")
-_ALLOCATION_PHRASES = ("can't allocate memory", "not enough memory", "out of memory", "cannot allocate memory")
+_ALLOCATION_PHRASES = ("can't allocate memory", "not enough memory", "out of memory", "cannot allocate memory",
+                       "std::bad_alloc")
 
 
 def is_allocation_failure(err: BaseException) -> bool:
@@ -44,16 +45,17 @@ def parameter_bytes(build: Callable[[], torch.nn.Module]) -> int | None:
 
 def guard_allocation(build: Callable[[], T], what: str, keys: str, *, module: bool = False, copies: float = 1.0,
                      device: torch.device | str = "cpu") -> T:
-    """``build()``, unless the allocation fails or, for a ``module``, its parameters (times ``copies``: weights,
-    EMA, gradients, optimizer moments) cannot fit in the free memory of ``device``: then a ``UserError`` naming
-    ``keys``."""
+    """``build()`` (for a ``module``, then moved to ``device``), unless the allocation fails or, for a ``module``,
+    its parameters (times ``copies``: weights, EMA, gradients, optimizer moments) cannot fit in the free memory
+    of ``device``: then a ``UserError`` naming ``keys``."""
     size = parameter_bytes(build) if module else None
     free = available_bytes(device) if size is not None else 0
     if size is not None and size * copies > free:
-        raise UserError(f"{what} needs {size * copies / 2**30:.1f} GiB for its weights, more than the "
-                        f"{free / 2**30:.1f} GiB free on {torch.device(device).type}: lower {keys}")
+        raise UserError(f"{what} needs {size * copies / 2**30:.1f} GiB ({size / 2**30:.2f} GiB of weights x {copies:g}), "
+                        f"more than the {free / 2**30:.1f} GiB free on {torch.device(device).type}: lower {keys}")
     try:
-        return build()
+        built = build()
+        return built.to(device) if module else built
     except Exception as err:
         if is_allocation_failure(err):
             raise UserError(f"{what} could not be allocated ({str(err).splitlines()[0][:160]}): lower {keys}") from None

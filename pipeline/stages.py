@@ -50,12 +50,24 @@ class Pipeline:
         return self.stages[-1].model
 
     def sample(self, num: int, *, cond: Mapping[str, torch.Tensor] | None = None, seed: int = 0,
-               on_stage: Callable[[int, torch.Tensor], None] | None = None, **options) -> torch.Tensor:
-        """Run every stage on ``num`` samples with seeds seed..seed+num-1; ``options`` (sampler, steps, spacing,
-        guidance) apply to every stage that does not set its own; ``on_stage(i, samples)`` sees each result."""
-        previous, user_cond = None, dict(cond or {})
+               batch_size: int | None = None, on_stage: Callable[[int, torch.Tensor], None] | None = None,
+               **options) -> torch.Tensor:
+        """Run every stage on ``num`` samples with seeds seed..seed+num-1, ``batch_size`` at a time (all at once by
+        default; per-sample seeds make the result the same either way), collected on the CPU; ``options``
+        (sampler, steps, spacing, guidance) apply to every stage that does not set its own; ``on_stage(i, samples)``
+        sees each stage's result of each batch."""
+        batch_size = batch_size or num
+        chunks = []
+        for first in range(0, num, batch_size):
+            n = min(batch_size, num - first)
+            part = {k: v[first : first + n] for k, v in (cond or {}).items()}
+            chunks.append(self._run(n, part, seed + first, on_stage, options).cpu())
+        return torch.cat(chunks)
+
+    def _run(self, num: int, cond: dict, seed: int, on_stage, options: dict) -> torch.Tensor:
+        previous = None
         for i, stage in enumerate(self.stages):
-            stage_cond = stage.condition(previous, user_cond) if stage.condition else user_cond
+            stage_cond = stage.condition(previous, cond) if stage.condition else cond
             previous = stage.model.sample(num, seed=seed, cond=stage_cond or None, **{**options, **stage.options})
             if on_stage is not None:
                 on_stage(i, previous)

@@ -256,7 +256,11 @@ def _convert(tp: Any, value: Any, key: Key) -> Any:
         raise TypeError(f"unsupported config annotation {tp!r}")
     elif isinstance(value, bool) == (tp is bool):  # a bool is never a number, a number never a bool
         if tp is float and isinstance(value, (int, float)):
-            return _finite(float(value) if abs(value) < 1e308 else math.inf, key, value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            return _finite(number, key, value)
         if tp is int and isinstance(value, float) and value.is_integer():
             return _int64(int(value), key, value)
         if tp is int and isinstance(value, int):

@@ -69,6 +69,8 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         return key, toml.loads(f"v = {raw}")["v"] if "\n" not in raw else raw
     except toml.TOMLDecodeError:
         return key, raw
+    except RecursionError:
+        raise ConfigError((), "the value is nested too deeply to be a recipe value", source=source) from None
 
 
 def _assign(data: dict, key: tuple[str, ...], value: Any, source: str) -> None:

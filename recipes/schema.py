@@ -151,7 +151,8 @@ class OptimConfig(Config):
 class TrainConfig(Config):
     steps: int = setting(10_000, gt=0, le=10**10, doc="optimizer steps")
     grad_accum: int = setting(1, ge=1, le=4096, doc="micro-batches per optimizer step")
-    mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", doc="autocast dtype of the forward pass")
+    mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", doc="autocast dtype of the forward pass (fp16: "
+                                                             "GPU only, with loss scaling)")
     ema_decay: float | None = setting(None, ge=0, lt=1, doc="per-step EMA decay; no EMA if neither key is set")
     ema_halflife_steps: float | None = setting(None, gt=0, doc="EMA half-life in steps: decay = 0.5^(1/half-life)")
     ema_warmup: bool = setting(True, doc="ramp the EMA up early: min(decay, (1+t)/(10+t)), half-life min(h, ratio t)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,21 @@ def storage_safe(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    """Write a safetensors file (string metadata in its header) and fsync it."""
-    save_file(storage_safe(tensors), str(path), metadata=dict(metadata))
+    """Write a safetensors file (string metadata in its header) and fsync it. A write that the operating system
+    refuses (a full disk, no permission) raises ``OSError`` with its errno, as Python's own writes do (the
+    safetensors library reports it as a ``SafetensorError`` naming the os error)."""
+    try:
+        save_file(storage_safe(tensors), str(path), metadata=dict(metadata))
+    except SafetensorError as err:
+        found = _OS_ERROR.search(str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
     fsync_file(path)
 
 

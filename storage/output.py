@@ -13,11 +13,12 @@ from ..errors import UserError
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-def check_output_dir(path: Path, key: str) -> Path:
+def check_output_dir(path: str | Path, key: str) -> Path:
     """Raise a ``UserError`` naming ``key`` unless folder ``path`` could be created or written: an empty path,
     a path that is a file or lies below one, an existing ancestor that is not writable. Creates nothing."""
-    if str(path).strip() in ("", "."):
-        raise UserError(f"{key} must name a folder, got {str(path)!r}")
+    if not str(path).strip():
+        raise UserError(f"{key} must name a folder, got an empty path")
+    path = Path(path)
     for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -29,10 +30,10 @@ def check_output_dir(path: Path, key: str) -> Path:
     return path
 
 
-def make_output_dir(path: Path, key: str) -> Path:
+def make_output_dir(path: str | Path, key: str) -> Path:
     """Create folder ``path`` (and its parents), or a ``UserError`` naming ``key`` when it cannot be: a parent
     that is a file, a path that is a file, no permission."""
-    check_output_dir(path, key)
+    path = check_output_dir(path, key)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -48,17 +49,23 @@ def mount_point(path: Path) -> str:
     return str(path)
 
 
+def os_error_message(err: OSError, folder: Path, what: str, after: str = "") -> str:
+    """One line for an ``OSError`` met while ``what`` in ``folder``: "no space left on /data while saving step
+    12; the last complete checkpoint is step_000010"; ``after`` says what still stands."""
+    tail = f"; {after}" if after else ""
+    if err.errno in _DISK_FULL:
+        return f"no space left on {mount_point(folder)} while {what}{tail}"
+    where = err.filename or folder
+    return f"{where}: {err.strerror or err} while {what}{tail}"
+
+
 @contextlib.contextmanager
 def writing(what: str, folder: Path, after: str = ""):
-    """Turn an ``OSError`` from writing ``what`` into ``folder`` into one ``UserError`` line; ``after`` says what
-    still stands (e.g. "the last complete checkpoint is step 200")."""
+    """Turn an ``OSError`` from writing ``what`` into ``folder`` into one ``UserError`` line (``os_error_message``)."""
     try:
         yield
     except OSError as err:
-        tail = f"; {after}" if after else ""
-        if err.errno in _DISK_FULL:
-            raise UserError(f"no space left on {mount_point(folder)} while {what}{tail}") from None
-        raise UserError(f"cannot write {folder} while {what} ({err.strerror or err}){tail}") from None
+        raise UserError(os_error_message(err, folder, what, after)) from None
 
 
 DEMO_MARKER = ".polydiff-demo"

@@ -88,3 +88,11 @@ def test_demo_never_deletes_a_run_it_did_not_make(capsys, tmp_path):
     code, err = run(capsys, "demo", "--out", str(tmp_path), "--quick")
     assert code == 2 and "not a demo run" in err
     assert (tmp_path / "swiss_roll" / "precious.txt").read_text() == "mine"
+
+
+def test_the_quick_demo_runs_every_part_and_writes_its_pictures(capsys, tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "demo: toy wrote" in out and (tmp_path / "swiss_roll.png").is_file()
+    code, err = run(capsys, "demo", "--only", "nope")
+    assert code == 2 and "unknown demo part 'nope'; known: toy" in err

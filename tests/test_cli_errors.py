@@ -188,3 +188,45 @@ def test_a_value_error_inside_training_is_a_bug_not_a_user_error(monkeypatch, ca
     sets = [*TINY, f'train.out_dir="{tmp_path.as_posix()}"']
     one_line(*run(capsys, "train", str(RECIPE), *[a for s in sets for a in ("--set", s)]),
              "internal error (a bug", exit_code=1)
+
+
+def test_more_hostile_values(capsys, tmp_path, model_dir):
+    one_line(*run(capsys, "sample", str(model_dir), "--label", str(2**70)), "expected a class label in 0 ..")
+    deep = "[" * 20000 + "]" * 20000
+    one_line(*run(capsys, "train", str(RECIPE), "--set", f"data.options.noise={deep}"), "nested too deeply")
+    one_line(*run(capsys, "demo", "--out", ""), "--out must name a folder, got an empty path")
+    from polydiff.recipes.files import load_recipe
+
+    assert load_recipe(RECIPE, ["optim.weight_decay=1e308"]).optim.weight_decay == 1e308  # large, but finite
+
+
+def test_sampling_into_the_current_folder(capsys, tmp_path, model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", str(model_dir), "--num", "3", "--steps", "2", "--out", "."]) == 0
+    assert (tmp_path / "samples.png").is_file()
+
+
+def test_a_default_guidance_the_model_cannot_use_names_config_json(tmp_path, capsys, model_dir):
+    folder = copy_model(model_dir, tmp_path / "m")
+    doc = json.loads((folder / "config.json").read_text())
+    doc["sampling"]["guidance"] = 3.0
+    (folder / "config.json").write_text(json.dumps(doc))
+    one_line(*run(capsys, "sample", str(folder), "--out", str(tmp_path / "o")),
+             f"the model's default sampling.guidance in {folder / 'config.json'} = 3: guidance other than 1 needs")
+
+
+def test_more_samples_than_memory_holds_is_said_before_sampling():
+    from polydiff.commands.sample import check_room
+    from polydiff.errors import UserError
+
+    with pytest.raises(UserError, match=r"--num 5000: 5000 samples of shape \(2,\) need about 0.0 GiB, more than"):
+        check_room(5000, (2,), free=10_000)
+    check_room(5000, (2,), free=10**6)
+
+
+def test_sampling_in_batches_gives_the_same_samples(tmp_path, model_dir):
+    from polydiff.pipeline import Pipeline
+
+    pipeline = Pipeline.from_pretrained(model_dir)
+    whole = pipeline.sample(7, seed=3, steps=3)
+    torch.testing.assert_close(pipeline.sample(7, seed=3, steps=3, batch_size=3), whole, rtol=0, atol=1e-6)

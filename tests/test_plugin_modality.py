@@ -79,7 +79,8 @@ def count_parameters(args) -> int:
 def throwaway_modality():
     """Register the components above as their own modules would, and remove them afterwards."""
     registry.register_dataset("chirps", ChirpOptions)(chirps)
-    registry.register_backbone("tiny_conv", TinyConvOptions, example_shape=(1, 16))(TinyConv)
+    registry.register_backbone("tiny_conv", TinyConvOptions, example_shape=(1, 16),
+                               conditional={"num_classes": 2})(TinyConv)
     registry.register_writer("chirp_audio", example_dims=2)(write_clips)
     registry.register_command("count-params", help="count a model's parameters",
                               arguments=lambda p: p.add_argument("model_dir"))(count_parameters)

@@ -28,6 +28,7 @@ from ..storage.files import read_json, read_tensors, write_json, write_tensors
 from ..storage.guards import CheckpointError, require_dir, require_finite
 from ..storage.state_codec import decode_state, flatten_state
 from .rng import capture_rng_state, restore_rng_state
+from .state_checks import check_like
 
 CHECKPOINT_FORMAT = 1
 TENSORS_FILE = "tensors.safetensors"
@@ -35,7 +36,7 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 COMPLETE_FILE = "COMPLETE"
 _STEP_NAME = re.compile(r"step_(\d+)")
-_PARTS = ("model", "ema", "optimizer", "lr_scheduler")
+_PARTS = ("model", "ema", "optimizer", "lr_scheduler", "scaler")
 
 
 def checkpoint_name(step: int) -> str:
@@ -80,6 +81,7 @@ def save_checkpoint(
     ema: Any = None,
     optimizer: Any = None,
     lr_scheduler: Any = None,
+    scaler: Any = None,
     extra_state: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
@@ -87,8 +89,9 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write ``<run_dir>/step_<step>/`` and keep only the newest ``keep_last`` checkpoints.
 
-    ``model`` / ``ema`` / ``optimizer`` / ``lr_scheduler`` are anything with ``state_dict()``, or such a
-    state already taken (None = absent); ``extra_state`` is any nested state (data-loader position, loss-scaler, ...); ``generators``
+    ``model`` / ``ema`` / ``optimizer`` / ``lr_scheduler`` / ``scaler`` (fp16 loss scaling) are anything with
+    ``state_dict()``, or such a state already taken (None = absent); ``extra_state`` is any nested state
+    (data-loader position, counters, ...); ``generators``
     names per-run ``torch.Generator`` objects whose states are saved with the global RNGs. Leftovers of
     a crashed save are removed first; older checkpoints are deleted only after the new one is in place,
     and never the one just written (``keep_last=None`` keeps all). Returns the checkpoint folder.
@@ -97,7 +100,7 @@ def save_checkpoint(
         raise CheckpointError(f"checkpoint step must be >= 0, got {step}")
     if keep_last is not None and keep_last < 1:
         raise CheckpointError(f"keep_last must be >= 1 or None, got {keep_last}")
-    parts = _state_dicts(model=model, ema=ema, optimizer=optimizer, lr_scheduler=lr_scheduler)
+    parts = _state_dicts(model=model, ema=ema, optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler)
     for name in ("model", "ema"):
         if name in parts:
             require_finite(parts[name], name)
@@ -171,14 +174,17 @@ def load_checkpoint(
     ema: Any = None,
     optimizer: Any = None,
     lr_scheduler: Any = None,
+    scaler: Any = None,
     generators: Mapping[str, torch.Generator] | None = None,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
     """Restore a checkpoint folder into the given objects (None = skip) and the RNGs; return ``extra_state``.
 
     Each object gets ``load_state_dict``; asking for a part the checkpoint lacks, or one whose shapes /
-    keys differ, is a ``CheckpointError``. Parts present in the checkpoint but not asked for are ignored
-    (e.g. loading only the EMA weights to sample). Tensors load on the CPU; ``load_state_dict`` moves them.
+    keys differ, is a ``CheckpointError``; so is a learning-rate scheduler or loss-scaler state whose entries are
+    not of the kinds the live object has (``state_checks``). Parts present in the checkpoint but not asked for
+    are ignored (e.g. loading only the EMA weights to sample). Tensors load on the CPU; ``load_state_dict``
+    moves them.
     """
     path = Path(path)
     header = _read_header(path)
@@ -186,7 +192,7 @@ def load_checkpoint(
     if not (isinstance(state, dict) and isinstance(state.get("parts"), dict) and isinstance(state.get("extra"), dict)
             and isinstance(state.get("rng"), dict)):
         raise CheckpointError(f"{path / STATE_FILE}: the state must hold 'parts', 'rng' and 'extra' tables")
-    targets = dict(zip(_PARTS, (model, ema, optimizer, lr_scheduler)))
+    targets = dict(zip(_PARTS, (model, ema, optimizer, lr_scheduler, scaler)))
     for name in ("model", "ema"):
         if name in state["parts"] and targets[name] is not None:
             require_finite(state["parts"][name], name, action=f"{path}: not a usable checkpoint")
@@ -207,8 +213,10 @@ def load_checkpoint(
 def _load_part(path: Path, name: str, target: Any, parts: Mapping[str, Any]) -> None:
     if name not in parts:
         raise CheckpointError(f"{path} holds no {name} state (it has: {', '.join(parts) or 'nothing'})")
+    if name in ("lr_scheduler", "scaler"):  # small states whose load_state_dict checks nothing
+        check_like(target.state_dict(), parts[name], f"{path}: {name}")
     try:
         target.load_state_dict(parts[name])
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+    except (RuntimeError, KeyError, ValueError) as err:  # what load_state_dict raises for states that do not fit
         detail = " ".join(str(err).split())[:400]
         raise CheckpointError(f"{path}: {name} does not match the checkpoint ({detail})") from err

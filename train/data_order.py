@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from ..errors import UserError
+
 
 def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
@@ -50,7 +52,8 @@ def global_batch_indices(n: int, batch_size: int, seed: int, batch: int) -> list
 def rank_share(batch_size: int, rank: int, world_size: int) -> slice:
     """The contiguous slice of a global batch that process ``rank`` of ``world_size`` takes."""
     if batch_size % world_size:
-        raise ValueError(f"global batch {batch_size} does not split over {world_size} processes")
+        raise UserError(f"data.batch_size = {batch_size} is the global batch: it must split evenly over the "
+                        f"{world_size} processes")
     per = batch_size // world_size
     return slice(rank * per, (rank + 1) * per)
 
@@ -60,7 +63,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
         if n < 1:
-            raise ValueError("the training split is empty")
+            raise UserError("the training split is empty")
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
         self.share = rank_share(batch_size, rank, world_size)
 

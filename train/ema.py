@@ -16,11 +16,6 @@ import torch
 from torch import nn
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """A whole tensor: a sharded DTensor gathered from every process (collective), else itself."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
 def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``full`` laid out like ``like``: the same sharding for a DTensor, the same device otherwise."""
     if hasattr(like, "device_mesh"):
@@ -84,17 +79,28 @@ class EMA:
             shadow.copy_(buffer.detach())
         self.num_updates += 1
 
-    def full_state(self) -> dict[str, torch.Tensor]:
-        """The averaged weights as a whole state dict (under FSDP every process must call this: it gathers)."""
-        return {name: _full(t) for name, t in self.shadow.items()}
+    def full_state(self, keep: bool = True) -> dict[str, torch.Tensor]:
+        """The averaged weights as a whole state dict. Sharded (FSDP) shadows are gathered one tensor at a time,
+        a collective every process must join, and kept, on the CPU, only where ``keep`` (the main process), so
+        no process ever holds the whole average on its GPU; unsharded ones are returned as they are."""
+        out = {}
+        for name, t in self.shadow.items():
+            if hasattr(t, "full_tensor"):
+                whole = t.full_tensor()
+                if keep:
+                    out[name] = whole.cpu()
+            elif keep:
+                out[name] = t
+        return out
 
     def copy_to(self, model: nn.Module) -> nn.Module:
         """Load the averaged weights into ``model`` (an unsharded copy to sample with); returns it."""
         model.load_state_dict(self.full_state())
         return model
 
-    def state_dict(self) -> dict:
-        return {"model": self.full_state(), "num_updates": self.num_updates}
+    def state_dict(self, keep: bool = True) -> dict:
+        """``{"model": full_state(keep), "num_updates": n}``."""
+        return {"model": self.full_state(keep), "num_updates": self.num_updates}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:

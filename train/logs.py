@@ -75,7 +75,8 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)

@@ -32,17 +32,23 @@ def checkpoints_to_try(cfg: RecipeConfig, run_dir: Path, resume: bool) -> list[P
     return found[::-1]
 
 
+# Keys a resumed run may change: where the run lives, how long it runs, and what it does besides optimizing.
+# Everything else decides what the steps compute and must stay as it was.
+MAY_CHANGE = ("train.steps", "train.out_dir", "train.log_every", "train.sample_every", "train.val_every",
+              "train.checkpoint_every", "train.keep_last", "train.max_nonfinite_in_row", "data.num_workers", "sample")
+
+
 def _same_recipe(cfg: RecipeConfig, ckpt: Path, run_dir: Path) -> None:
     try:
         saved = config_from_dict(RecipeConfig, checkpoint_config(ckpt), source=str(ckpt / "config.json"))
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
-    a, b = config_to_dict(saved), config_to_dict(cfg)
-    a["train"].pop("steps"), b["train"].pop("steps")
-    if a != b:
-        changed = sorted(_differences(a, b))
+    changed = [key for key in _differences(config_to_dict(saved), config_to_dict(cfg))
+               if not any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)]
+    if changed:
         raise UserError(f"--resume: the recipe differs from the one {run_dir} was trained with in "
-                        f"{', '.join(changed[:5])} (only train.steps may change); see {run_dir / 'config.toml'}")
+                        f"{', '.join(changed[:5])}; only {', '.join(MAY_CHANGE)} may change (see "
+                        f"{run_dir / 'config.toml'})")
 
 
 def _differences(a, b, path: str = "") -> list[str]:
@@ -63,7 +69,9 @@ def resume_from(cfg: RecipeConfig, run_dir: Path, candidates: list[Path], load: 
             step = checkpoint_step(ckpt)
             stats = extra.get("stats")
             if extra.get("step") != step or not isinstance(stats, dict) or not all(
-                    type(v) is int for k, v in stats.items() if k != "skipped_files"):
+                    type(v) is int for k, v in stats.items() if k != "skipped_files") or not (
+                    isinstance(stats.get("skipped_files", []), list)
+                    and all(isinstance(n, str) for n in stats.get("skipped_files", []))):
                 raise CheckpointError(f"{ckpt}: its run state (step, counters) is damaged")
         except CheckpointError as err:
             skipped.append(f"{ckpt.name} ({err})")

@@ -14,6 +14,9 @@ import contextlib
 import torch
 from torch import nn
 
+from ..storage.guards import CheckpointError
+from .state_checks import check_optimizer_state
+
 
 def fsdp_units(module: nn.Module) -> list[nn.Module]:
     """The submodules sharded as separate FSDP units: a backbone's own ``fsdp_units()`` when it has one, else
@@ -52,6 +55,14 @@ class Replicated:
         model.load_state_dict(state)
 
     def load_optimizer_state(self, model: nn.Module, optimizer, state: dict) -> None:
+        """Check the saved state against the live optimizer (``state_checks``), then load it."""
+        params = {}
+        for live, group in zip(optimizer.param_groups, state.get("param_groups", []) if isinstance(state, dict) else []):
+            ids = group.get("params") if isinstance(group, dict) else None
+            if not isinstance(ids, list) or len(ids) != len(live["params"]):
+                raise CheckpointError("optimizer: a param group's parameter list does not fit the model")
+            params.update(zip(ids, live["params"]))
+        check_optimizer_state(optimizer.param_groups, state, params, "optimizer")
         optimizer.load_state_dict(state)
 
 
@@ -63,27 +74,31 @@ class Sharded(Replicated):
     sharded = True
 
     def prepare(self, step_module: nn.Module, make_optimizer):
+        """Shard over the processes; a single process has nothing to shard and trains the module as it is, with
+        the same (whole-tensor, named) checkpoint format."""
         from torch.distributed.fsdp import fully_shard
 
         denoiser = step_module.denoiser.to(self.acc.device)
-        for unit in fsdp_units(denoiser):
-            fully_shard(unit)
-        fully_shard(denoiser.backbone)
+        if self.acc.num_processes > 1:
+            for unit in fsdp_units(denoiser):
+                fully_shard(unit)
+            fully_shard(denoiser.backbone)
         return step_module, make_optimizer(denoiser.parameters())
 
     def no_sync(self, module: nn.Module, sync: bool):
-        module.denoiser.backbone.set_requires_gradient_sync(sync)
+        if self.acc.num_processes > 1:
+            module.denoiser.backbone.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
 
     def clip(self, parameters, max_norm: float) -> torch.Tensor:
         norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
-    @staticmethod
-    def _options(full: bool = True, offload: bool = True):
+    def _options(self, offload: bool = True):
+        """Whole tensors, gathered to the CPU of the main process (offloading needs a process group)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        return StateDictOptions(full_state_dict=full, cpu_offload=offload)
+        return StateDictOptions(full_state_dict=True, cpu_offload=offload and self.acc.num_processes > 1)
 
     def model_state(self, model: nn.Module) -> dict:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -103,4 +118,5 @@ class Sharded(Replicated):
     def load_optimizer_state(self, model: nn.Module, optimizer, state: dict) -> None:
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
+        check_optimizer_state(optimizer.param_groups, state, dict(model.named_parameters()), "optimizer")
         set_optimizer_state_dict(model, optimizer, state, options=self._options(offload=False))

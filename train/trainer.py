@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import random
+import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from torch import nn
+from torch.utils.data import IterableDataset
 from tqdm import tqdm
 
 from .. import registry
@@ -27,7 +30,7 @@ from ..data.examples import SKIPPED, example_shape
 from ..data.transforms import apply_transforms, example_generators
 from ..errors import TrainingStopped, UserError
 from ..pipeline.build import build_denoiser, build_schedule
-from ..pipeline.model import DiffusionModel
+from ..pipeline.model import DiffusionModel, check_class_labels
 from ..pipeline.resources import is_allocation_failure
 from ..recipes.config import config_to_dict
 from ..recipes.files import save_resolved
@@ -41,8 +44,9 @@ from .lock import RunLock
 from .logs import RunLog, plot_loss_curve
 from .lr import make_lr_scheduler
 from .periodic import sample_media, validation_loss
+from .preflight import check_conditions, check_example_shape, check_precision, check_transforms
 from .resume import checkpoints_to_try, resume_from
-from ..storage.output import make_output_dir, writing
+from ..storage.output import make_output_dir, os_error_message, writing
 from .sharding import Replicated, Sharded
 
 MAX_SKIPPED_NAMES = 20  # names of unreadable files kept for the end-of-run report
@@ -77,15 +81,6 @@ def _step_seed(seed: int, step: int, micro: int) -> int:
     return (seed * 1_000_003 + step) * 64 + micro
 
 
-def _check_example_shape(cfg: RecipeConfig, shape: tuple[int, ...]) -> None:
-    """The data's examples must have as many dimensions as the recipe's modality draws (one line, not a crash
-    at the first sample step)."""
-    dims = registry.get("writer", cfg.modality).info["example_dims"]
-    if len(shape) != dims:
-        raise UserError(f"recipe {cfg.name!r}: modality {cfg.modality!r} takes examples of {dims} dimension(s), "
-                        f"but data set {cfg.data.name!r} gives examples of shape {shape}")
-
-
 def _seed_everything(seed: int) -> None:
     """Seed torch, numpy and Python's ``random``, so that every global generator a checkpoint stores starts
     from the recipe's seed (and a resumed run's final checkpoint equals an uninterrupted one's)."""
@@ -106,13 +101,14 @@ class _Run:
 
     def __init__(self, cfg: RecipeConfig, resume: bool, progress: bool):
         t = cfg.train
+        check_precision(cfg)
         # accelerate keeps one process-wide state; a second run in the same process (tests, notebooks) with
         # another precision must start from a clean one. The distributed setup (PartialState) is kept.
         AcceleratorState._reset_state()
         self.acc = acc = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
         self.cfg, self.progress = cfg, progress
         self.run_dir = Path(t.out_dir) / cfg.name
-        self.lock = self.log = None
+        self.lock = self.log = self.batches = None
         if acc.is_main_process:
             make_output_dir(self.run_dir, "train.out_dir")
             self.lock = RunLock(self.run_dir).acquire()
@@ -129,10 +125,15 @@ class _Run:
         self.schedule = build_schedule(cfg)
         train_set, self.val_set = build_data(cfg)
         self.example_shape = example_shape(train_set)
-        _check_example_shape(cfg, self.example_shape)
-        denoiser = build_denoiser(cfg, self.example_shape, self.schedule).to(acc.device)
+        check_example_shape(cfg, self.example_shape)
+        # weights, gradients, two AdamW moments, EMA and a sampling copy; sharding spreads all but the last
+        copies = 1 + 5 / acc.num_processes if t.fsdp else 6
+        denoiser = build_denoiser(cfg, self.example_shape, self.schedule, device=acc.device, copies=copies)
+        self.null_cond = getattr(denoiser.backbone, "null_cond", {})
+        check_conditions(cfg, self.null_cond, _first_example(train_set), train_set)
         self.objective = build_objective(cfg, self.schedule)
         self.transforms = [registry.get("transform", c.name).target(c.options) for c in cfg.data.transforms]
+        check_transforms(self.transforms, self.example_shape)
         self.sample_module = copy.deepcopy(denoiser).eval().requires_grad_(False) if acc.is_main_process else None
         self.sharding = (Sharded if t.fsdp else Replicated)(acc)
         self.step_module, self.optimizer = self.sharding.prepare(TrainingStep(denoiser, self.objective),
@@ -151,7 +152,6 @@ class _Run:
             save_resolved(cfg, self.run_dir / "config.toml")
         self.log = RunLog(self.run_dir, acc.is_main_process)
         self.share, self.batches = make_loader(train_set, cfg, self.start, acc.process_index, acc.num_processes)
-        self.null_cond = getattr(self.denoiser.backbone, "null_cond", {})
         self.in_row, self.last_loss, self.window, self.tick = 0, float("nan"), [], time.perf_counter()
 
     def _make_optimizer(self, parameters) -> torch.optim.Optimizer:
@@ -164,16 +164,18 @@ class _Run:
         """The run's state as whole state dicts (under FSDP every process must call this: it gathers)."""
         return {
             "model": self.sharding.model_state(self.denoiser),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": self.ema.state_dict(keep=self.acc.is_main_process) if self.ema is not None else None,
             "optimizer": self.sharding.optimizer_state(self.denoiser, self.optimizer),
             "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
         }
 
     def _load(self, ckpt: Path) -> dict:
         """Restore a checkpoint into this run (every process reads the files itself)."""
         model = _Loader(lambda s: self.sharding.load_model_state(self.denoiser, s))
         optimizer = _Loader(lambda s: self.sharding.load_optimizer_state(self.denoiser, self.optimizer, s))
-        return load_checkpoint(ckpt, model=model, ema=self.ema, optimizer=optimizer, lr_scheduler=self.lr_scheduler)
+        return load_checkpoint(ckpt, model=model, ema=self.ema, optimizer=optimizer, lr_scheduler=self.lr_scheduler,
+                               scaler=self.acc.scaler)
 
     def checkpoint(self, done: int) -> Path | None:
         """Write the checkpoint of step ``done`` (main process) and wait for every process."""
@@ -190,8 +192,9 @@ class _Run:
     def sampling_model(self) -> nn.Module | None:
         """An unsharded module with the weights to sample with (EMA if kept) on the main process, else None.
         Under FSDP every process must call this: it gathers."""
-        state = self.ema.full_state() if self.ema is not None else self.sharding.model_state(self.denoiser)
-        if self.sample_module is not None:
+        keep = self.sample_module is not None
+        state = self.ema.full_state(keep) if self.ema is not None else self.sharding.model_state(self.denoiser)
+        if keep:
             self.sample_module.load_state_dict(state)
         return self.sample_module
 
@@ -200,6 +203,7 @@ class _Run:
     def _batch(self, step: int, micro: int) -> tuple[torch.Tensor, dict]:
         """This rank's share of the step's micro-batch on the device, transformed; skipped files are counted."""
         batch = next(self.batches)
+        check_class_labels(batch["cond"], self.null_cond, f"model {self.cfg.model.name!r} (model.options.num_classes)")
         skipped = batch.get(SKIPPED, [])
         if skipped:
             self.stats["skipped_examples"] += len(skipped)
@@ -258,7 +262,9 @@ class _Run:
                     f"holds finite weights: non-finite ones are never saved)"
                 )
         self.optimizer.zero_grad(set_to_none=True)
-        self.lr_scheduler.step()
+        with warnings.catch_warnings():  # a skipped first step is not the ordering mistake torch warns about
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.lr_scheduler.step()
 
     def step(self, step: int) -> None:
         """One optimizer step; running out of memory is the user's batch size, said in one line."""
@@ -315,21 +321,46 @@ class _Run:
                     plot_loss_curve(self.log.path, self.run_dir / "loss_curve.png")
         return model_dir
 
+    def stop_requested(self, requested: bool) -> bool:
+        """Whether any process was asked to stop (Ctrl-C, SIGTERM): all processes agree, so they stop after the
+        same step and write one checkpoint together."""
+        if self.acc.num_processes == 1:
+            return requested
+        flag = torch.tensor([float(requested)], device=self.acc.device)
+        return bool(self.acc.reduce(flag, "sum") > 0)
+
     def close(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
         if self.log is not None:
             self.log.close()
         if self.lock is not None:
             self.lock.release()
 
 
+def _first_example(dataset) -> dict:
+    return next(iter(dataset)) if isinstance(dataset, IterableDataset) else dataset[0]
+
+
 def train(cfg: RecipeConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> RunResult:
     """Train ``cfg``; with ``resume`` continue its run folder's newest loadable checkpoint exactly. ``stop_at``
-    ends the run after that step as if it were interrupted (to test resume). Ctrl-C or SIGTERM in a one-process
-    run finishes the step, writes a checkpoint and raises ``Interrupted``."""
+    ends the run after that step as if it were interrupted (to test resume). Ctrl-C or SIGTERM finishes the
+    step on every process, writes a checkpoint and raises ``Interrupted``. The operating system refusing a
+    write or a read (a full disk, a vanished folder) ends the run with a one-line ``UserError``."""
     run = None
     try:
         run = _Run(cfg, resume, progress)
         return _loop(run, cfg, stop_at)
+    except OSError as err:
+        where = run.run_dir if run is not None else Path(cfg.train.out_dir)
+        last = latest_checkpoint(where) if run is not None else None
+        after = f"the last complete checkpoint is {last.name}" if last else ""
+        raise UserError(os_error_message(err, where, f"training {cfg.name!r}", after)) from None
+    except RuntimeError as err:
+        if not str(err).startswith("DataLoader worker"):
+            raise
+        raise UserError(f"a data-loader worker died ({' '.join(str(err).split())[:160]}), often for lack of memory: "
+                        f"lower data.num_workers or data.batch_size") from None
     finally:
         if run is not None:
             run.close()
@@ -338,18 +369,22 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_at: int | None = None
 def _loop(run: _Run, cfg: RecipeConfig, stop_at: int | None) -> RunResult:
     t = cfg.train
     end = t.steps if stop_at is None else min(t.steps, stop_at)
+    if run.start > end or (stop_at is not None and run.start >= end):
+        limit = f"--stop-at {stop_at}" if stop_at is not None and stop_at < t.steps else f"train.steps = {t.steps}"
+        raise UserError(f"{run.run_dir} is already at step {run.start}, past {limit}: raise it to train further")
     bar = tqdm(range(run.start, end), initial=run.start, total=t.steps, desc=f"train {cfg.name}", unit="step",
                disable=not (run.progress and run.acc.is_main_process), dynamic_ncols=True)
     started = time.perf_counter()
-    with DeferredInterrupt(active=run.acc.num_processes == 1) as interrupt:
+    with DeferredInterrupt() as interrupt:
         for step in bar:
             run.step(step)
             done = step + 1
             run.periodic(done, done == end, bar)
-            if done % t.checkpoint_every == 0 or done == end or interrupt.requested:
+            stop = run.stop_requested(interrupt.requested)
+            if done % t.checkpoint_every == 0 or done == end or stop:
                 saved = run.checkpoint(done)
-            if interrupt.requested:
-                raise Interrupted(f"after step {done}, checkpoint {saved}", interrupt.signum)
+            if stop:
+                raise Interrupted(f"after step {done}, checkpoint {saved}", interrupt.signum or signal.SIGTERM)
     bar.close()
     rate = (end - run.start) / max(time.perf_counter() - started, 1e-9)
     model_dir = run.finish() if end == t.steps else None

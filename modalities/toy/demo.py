@@ -19,7 +19,7 @@ from .points import write_points
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "toy" / "swiss_roll.toml"
 
 
-@register_demo("toy", order=0, about="the 2-D swiss roll, trained through the engine (~1 min on 2 cores)")
+@register_demo("toy", order=0, about="the 2-D swiss roll, trained through the engine (~30 s on 2 cores)")
 def swiss_roll_demo(out: Path, quick: bool = False) -> list[Path]:
     """Train ``recipes/toy/swiss_roll.toml`` into ``<out>/swiss_roll``, reload the model folder it wrote and
     write ``<out>/swiss_roll.png``: data next to samples from the recipe's default sampler."""

@@ -43,7 +43,7 @@ class ResidualBlock(nn.Module):
         return h + self.fc2(nn.functional.silu(self.fc1(self.norm(h)) + self.emb(emb)))
 
 
-@register_backbone("mlp", MLPOptions, example_shape=(2,))
+@register_backbone("mlp", MLPOptions, example_shape=(2,), conditional={"num_classes": 3})
 class MLPBackbone(nn.Module):
     """Residual MLP on (B, D) inputs with a Fourier noise embedding and optional class labels
     (``cond["class_labels"]``; the extra index ``num_classes`` is the learned null label, see ``null_cond``).

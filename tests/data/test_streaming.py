@@ -85,3 +85,22 @@ def test_training_on_a_stream_resumes_exactly(tmp_path):
     a = load_file(latest_checkpoint(straight.run_dir) / "tensors.safetensors")
     b = load_file(latest_checkpoint(resumed.run_dir) / "tensors.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("parts/model", "parts/ema", "parts/optimizer")))
+
+
+def test_shards_of_another_shape_are_skipped_and_all_unreadable_is_one_error(tmp_path):
+    from polydiff.data.examples import example_shape
+    from polydiff.errors import UserError
+
+    root = make_shards(tmp_path / "s", sizes=(3, 3, 3))
+    np.save(root / "shard_01.npy", np.zeros((3, 5), dtype=np.float32))  # rows of shape (5,), not (1,)
+    dataset = npy_shards(NpyShardsOptions(root=str(root), shuffle_shards=False), seed=0).position(0, 1, 0, 1)
+    assert example_shape(dataset) == (1,)
+    items = list(itertools.islice(DataLoader(dataset, batch_size=None), 7))
+    # each bad row is replaced by the next key that loads, the first row of shard 2, and reported
+    assert [it["x"].item() for it in items] == [0.0, 1.0, 2.0, 6.0, 6.0, 6.0, 6.0]
+    assert [len(it.get(SKIPPED, [])) for it in items] == [0, 0, 0, 3, 2, 1, 0]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.npy").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="no file under .* could be read as a numeric array"):
+        npy_shards(NpyShardsOptions(root=str(bad)), seed=0)

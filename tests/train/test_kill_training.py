@@ -29,6 +29,12 @@ def command(out: Path, resume: bool) -> list[str]:
             *(["--resume"] if resume else [])]
 
 
+def _training(run_dir: Path) -> bool:
+    """The run has taken steps: its log has rows beyond those of a resumed checkpoint, or a new checkpoint."""
+    log = run_dir / "scalars.csv"
+    return log.exists() and log.stat().st_mtime > time.time() - 1.0
+
+
 @pytest.mark.slow
 def test_random_kills_during_training_leave_a_bit_identical_final_checkpoint(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -41,7 +47,10 @@ def test_random_kills_during_training_leave_a_bit_identical_final_checkpoint(tmp
         process = subprocess.Popen(command(tmp_path / "b", resume), env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         if kills < 10:
-            time.sleep(rng.uniform(2.0, 4.0))  # past start-up, into training and saving
+            started = time.monotonic()
+            while process.poll() is None and not _training(run_dir) and time.monotonic() - started < 60:
+                time.sleep(0.02)  # start-up: imports, data, model
+            time.sleep(rng.uniform(0.0, 1.0))  # a random moment of training, often inside a save (every 2 steps)
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 kills += 1

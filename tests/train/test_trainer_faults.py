@@ -181,14 +181,19 @@ def test_validation_split_over_processes_equals_one_process(tmp_path):
         assert int(total[-1]) == len(val)
 
 
-def test_fp16_steps_the_loss_scaler_skips_are_counted(tmp_path, monkeypatch):
+def test_steps_the_loss_scaler_skips_are_counted(tmp_path, monkeypatch):
     """fp16 loss scaling skips steps whose gradients overflow; the run counts them (and the EMA does not move
-    on them), so a run that skipped every step cannot pass for one that trained."""
+    on them), so a run that skipped every step cannot pass for one that trained. (The scaler itself exists
+    only on a GPU: tests/test_cuda.py trains with it; here the optimizer reports every step skipped.)"""
     import accelerate.optimizer
 
     monkeypatch.setattr(accelerate.optimizer.AcceleratedOptimizer, "step_was_skipped", property(lambda self: True))
-    result = train(small(tmp_path, 6, "train.mixed_precision=fp16"), progress=False)
+    result = train(small(tmp_path, 6), progress=False)
     assert result.fp16_overflow_skipped == 6
+    ema = tensors(result.run_dir)
+    weights = [k for k in ema if k.startswith("parts/ema/model/")]
+    init = tensors(train(small(tmp_path / "init", 1, "optim.lr=1e-30"), progress=False).run_dir)
+    assert all(torch.equal(ema[k], init[k]) for k in weights)  # the EMA never moved
 
 
 def test_out_of_memory_in_a_step_is_one_line(tmp_path, monkeypatch):
@@ -202,7 +207,7 @@ def test_out_of_memory_in_a_step_is_one_line(tmp_path, monkeypatch):
 
 
 def test_a_model_too_large_for_memory_is_refused_before_it_is_allocated(tmp_path):
-    with pytest.raises(UserError, match=r"model 'mlp' needs \d+\.\d GiB for its weights, more than the .* free"):
+    with pytest.raises(UserError, match=r"model 'mlp' needs \d+\.\d GiB \(\d+\.\d+ GiB of weights x 6\), more than the .* free"):
         train(small(tmp_path, 10, "model.options.hidden=60000", "model.options.depth=1000"), progress=False)
 
 
@@ -229,3 +234,113 @@ def test_zero_terminal_snr_trains_and_samples_finite_values(tmp_path):
 
 def test_interrupted_carries_its_signal():
     assert Interrupted("x", signal.SIGTERM).signum == signal.SIGTERM and isinstance(Interrupted("x"), KeyboardInterrupt)
+
+
+def test_a_real_full_disk_is_one_line(tmp_path):
+    """A tiny tmpfs as the output folder: the safetensors library reports ENOSPC in its own exception type."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    try:
+        with pytest.raises(UserError, match=rf"^no space left on {mount} while "):
+            train(small(mount, 10, "model.options.hidden=64"), progress=False)
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_safetensors_disk_errors_become_os_errors(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from polydiff.storage import files
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No "
+                              "space left on device\" }) (os error 28)")
+
+    monkeypatch.setattr(files, "save_file", full)
+    with pytest.raises(OSError) as err:
+        files.write_tensors(tmp_path / "t.safetensors", {"a": torch.zeros(2)}, {})
+    assert err.value.errno == errno.ENOSPC
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers(tmp_path):
+    """What SLURM's scancel and timeout(1) do: the workers leave the signal to the main process, which finishes
+    the step, writes a checkpoint and exits 143."""
+    import subprocess
+    import sys
+    import time
+
+    sets = [*SMALL, "train.steps=100000", "data.num_workers=2", "train.checkpoint_every=100000",
+            f'train.out_dir="{tmp_path.as_posix()}"']
+    process = subprocess.Popen([sys.executable, "-m", "polydiff.cli", "train", str(RECIPE),
+                                *[a for s in sets for a in ("--set", s)]], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "swiss_roll" / "scalars.csv").exists() or (tmp_path / "swiss_roll" / "scalars.csv"
+                                                                     ).stat().st_size < 100:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()[-2000:]
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    assert "interrupted by SIGTERM after step" in err and "Traceback" not in err
+    assert len(list_checkpoints(tmp_path / "swiss_roll")) == 1
+
+
+@pytest.mark.parametrize("tamper, value", [("lr", "x"), ("betas", [0.9]), ("eps", None)])
+def test_tampered_optimizer_hyperparameters_fall_back(tmp_path, tamper, value, capsys):
+    train(small(tmp_path), stop_at=10, progress=False)
+    ckpt = tmp_path / "swiss_roll" / "step_000010"
+    state = json.loads((ckpt / "state.json").read_text())
+    group = state["state"]["parts"]["optimizer"]["param_groups"][0]
+    group[tamper] = value
+    (ckpt / "state.json").write_text(json.dumps(state))
+    train(small(tmp_path), resume=True, progress=False)
+    assert "skipped 1 damaged checkpoint(s): step_000010" in capsys.readouterr().err
+
+
+def test_tampered_scheduler_state_falls_back(tmp_path, capsys):
+    train(small(tmp_path), stop_at=10, progress=False)
+    ckpt = tmp_path / "swiss_roll" / "step_000010"
+    state = json.loads((ckpt / "state.json").read_text())
+    state["state"]["parts"]["lr_scheduler"]["last_epoch"] = "x"
+    (ckpt / "state.json").write_text(json.dumps(state))
+    train(small(tmp_path), resume=True, progress=False)
+    assert "lr_scheduler.last_epoch should be a number" in capsys.readouterr().err
+
+
+def test_checks_before_the_first_step(tmp_path):
+    from polydiff.data.folder import NpyFolderOptions  # noqa: F401  (the data set used below)
+
+    with pytest.raises(UserError, match=r"data.transforms\[0\]: random_flip: dim 3 is outside examples of shape"):
+        train(small(tmp_path, 10, 'data.transforms=[{name = "random_flip", options = {dim = 3}}]'), progress=False)
+    with pytest.raises(UserError, match=r"model 'mlp' takes the condition 'class_labels' .* gives none"):
+        train(small(tmp_path, 10, "model.options.num_classes=3"), progress=False)
+
+
+def test_class_labels_past_the_model_s_classes_are_refused(tmp_path):
+    import numpy as np
+
+    root = tmp_path / "data"
+    for c in range(4):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            np.save(root / f"c{c}" / f"{i}.npy", np.full(2, c, dtype=np.float32))
+    sets = ["data.name=npy_folder", f'data.options={{root = "{root.as_posix()}", class_folders = true}}',
+            "data.batch_size=8"]
+    with pytest.raises(UserError, match=r"has 4 classes, more than model.options.num_classes = 3"):
+        train(small(tmp_path, 2, *sets, "model.options.num_classes=3"), progress=False)
+    assert train(small(tmp_path / "ok", 2, *sets, "model.options.num_classes=4"), progress=False).steps == 2
+
+
+def test_fsdp_on_one_process_trains_unsharded_with_the_same_checkpoint_format(tmp_path):
+    straight = train(small(tmp_path / "a", 10, "train.fsdp=true"), progress=False)
+    train(small(tmp_path / "b", 10, "train.fsdp=true"), stop_at=5, progress=False)
+    resumed = train(small(tmp_path / "b", 10, "train.fsdp=true"), resume=True, progress=False)
+    a, b = tensors(straight.run_dir), tensors(resumed.run_dir)
+    assert any(k.startswith("parts/optimizer/state/backbone.") for k in a)  # moments keyed by parameter name
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("parts/"))

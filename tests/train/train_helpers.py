@@ -34,6 +34,15 @@ def assert_identical(a, b, path="root"):
         assert a == b, path
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's rendezvous (fixed ports collide between runs)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def one_line_naming(err: CheckpointError, name: str) -> str:
     message = str(err)
     assert "\n" not in message and name in message, message
