@@ -42,29 +42,18 @@ def test_training_on_the_gpu_with_each_precision(tmp_path, precision):
 
 
 @pytest.mark.parametrize("precision", ["no", "fp16"])
-def test_resume_on_the_gpu_continues_the_run(tmp_path, precision):
-    from safetensors.torch import load_file
+def test_resume_on_the_gpu_continues_the_run(straight_and_resumed, precision):
+    import json
 
-    from polydiff.recipes.files import load_recipe
     from polydiff.train import latest_checkpoint
-    from polydiff.train.trainer import train
 
-    def cfg(out):
-        return load_recipe(RECIPE, ["train.steps=10", "data.batch_size=64", "data.options.num_samples=1000",
-                                    "train.sample_every=0", "train.val_every=0", "train.checkpoint_every=5",
-                                    "train.ema_halflife_steps=5", f"train.mixed_precision={precision}",
-                                    f'train.out_dir="{(tmp_path / out).as_posix()}"'])
-
-    straight = train(cfg("a"), progress=False)
-    train(cfg("b"), stop_at=5, progress=False)
-    resumed = train(cfg("b"), resume=True, progress=False)
-    a = load_file(latest_checkpoint(straight.run_dir) / "tensors.safetensors")
-    b = load_file(latest_checkpoint(resumed.run_dir) / "tensors.safetensors")
+    a, b, straight, resumed = straight_and_resumed(
+        ["train.steps=10", "data.batch_size=64", "data.options.num_samples=1000", "train.sample_every=0",
+         "train.val_every=0", "train.checkpoint_every=5", "train.ema_halflife_steps=5",
+         f"train.mixed_precision={precision}"], stop=5)
     for key in (k for k in a if k.startswith(("parts/model", "parts/ema"))):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)  # cuBLAS may reorder sums
     if precision == "fp16":  # the loss scale and its growth tracker travel with the checkpoint
-        import json
-
-        states = [json.loads((latest_checkpoint(r) / "state.json").read_text())["state"]["parts"]["scaler"]
-                  for r in (straight.run_dir, resumed.run_dir)]
+        states = [json.loads((latest_checkpoint(r.run_dir) / "state.json").read_text())["state"]["parts"]["scaler"]
+                  for r in (straight, resumed)]
         assert states[0] == states[1]

@@ -58,32 +58,16 @@ def test_an_unreadable_shard_is_skipped_and_reported(tmp_path):
     assert SKIPPED in items[3] and "shard_01.npy" in items[3][SKIPPED][0]
 
 
-def test_training_on_a_stream_resumes_exactly(tmp_path):
-    from safetensors.torch import load_file
-
-    from polydiff.recipes.files import load_recipe
-    from polydiff.train import latest_checkpoint
-    from polydiff.train.trainer import train
-
+def test_training_on_a_stream_resumes_exactly(tmp_path, straight_and_resumed):
     root = tmp_path / "s"
     root.mkdir()
     rng = np.random.default_rng(0)
     for s in range(3):
         np.save(root / f"{s}.npy", rng.normal(size=(40, 2)).astype(np.float32))
-    recipe = Path(__file__).resolve().parents[2] / "recipes" / "toy" / "swiss_roll.toml"
-
-    def cfg(out: str):
-        return load_recipe(recipe, ["data.name=npy_shards", f'data.options={{root = "{root.as_posix()}"}}',
-                                    "data.batch_size=16", "data.num_workers=2", "train.steps=8",
-                                    "train.checkpoint_every=4", "train.sample_every=0", "train.val_every=0",
-                                    "model.options.hidden=8", "train.ema_halflife_steps=2",
-                                    f'train.out_dir="{(tmp_path / out).as_posix()}"'])
-
-    straight = train(cfg("a"), progress=False)
-    train(cfg("b"), stop_at=4, progress=False)
-    resumed = train(cfg("b"), resume=True, progress=False)
-    a = load_file(latest_checkpoint(straight.run_dir) / "tensors.safetensors")
-    b = load_file(latest_checkpoint(resumed.run_dir) / "tensors.safetensors")
+    a, b, _, _ = straight_and_resumed(["data.name=npy_shards", f'data.options={{root = "{root.as_posix()}"}}',
+                                       "data.batch_size=16", "data.num_workers=2", "train.steps=8",
+                                       "train.checkpoint_every=4", "train.sample_every=0", "train.val_every=0",
+                                       "model.options.hidden=8", "train.ema_halflife_steps=2"], stop=4)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("parts/model", "parts/ema", "parts/optimizer")))
 
 
