@@ -4,7 +4,8 @@ The bare loop does the same optimisation work by hand: the same model, batch, ED
 as the trainer draws it), AdamW, clipping, learning-rate schedule and EMA update, with batches sliced
 from an in-memory tensor. The engine also runs its periodic work (logging, validation, samples,
 checkpoints); it is measured with the recipe's own schedule of those and with them off. Variants are
-interleaved in rounds and the median of per-round ratios is reported, because this machine is noisy; torch
+interleaved in rounds, in alternating order, and the median of per-round ratios is reported, because this
+machine is noisy; torch
 runs one intra-op thread, which made the rounds agree within a few percent here (two threads swung them by
 +-20% on a shared 2-core machine).
 
@@ -83,15 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"engine, periodic work on": steps + periodic, "engine, periodic work off": steps + quiet}
     bare_cfg = load_recipe(RECIPE, steps)
     rates: dict[str, list[float]] = {"bare loop": [], **{name: [] for name in variants}}
+    runs = {"bare loop": lambda: bare_loop(bare_cfg), **{n: (lambda o=o: engine(o)) for n, o in variants.items()}}
     for r in range(args.rounds):
-        rates["bare loop"].append(bare_loop(bare_cfg))
-        for name, overrides in variants.items():
-            rates[name].append(engine(overrides))
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]  # alternate, so drift within a round cancels
+        for name in order:
+            rates[name].append(runs[name]())
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()))
-    rows = ["| loop | steps/s (median) | ratio to bare loop (median of rounds) |", "|---|---|---|"]
+    rows = ["| loop | steps/s (median) | ratio to bare loop (median of rounds) | ratio in each round |",
+            "|---|---|---|---|"]
     for name, values in rates.items():
-        ratio = statistics.median(v / b for v, b in zip(values, rates["bare loop"]))
-        rows.append(f"| {name} | {statistics.median(values):.1f} | {ratio:.3f} |")
+        ratios = [v / b for v, b in zip(values, rates["bare loop"])]
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        rows.append(f"| {name} | {statistics.median(values):.1f} | {statistics.median(ratios):.3f} | {each} |")
     periodic_text = ", ".join(p.removeprefix("train.") for p in periodic)
     md = f"""## Trainer overhead (toy recipe)
 
@@ -105,7 +109,8 @@ adds {periodic_text}. Target: within 10% of the bare loop.
 
 {chr(10).join(rows)}
 
-The engine's own cost is the "periodic work off" row. With the periodic work on, most of the difference
+The engine's own cost is the "periodic work off" row; the per-round ratios show how much this shared machine
+moved while it ran. With the periodic work on, most of the difference
 is the recipe's sample grid ({bare_cfg.sample.num} points by {bare_cfg.sample.sampler} in {bare_cfg.sample.steps} steps, every {args.steps // 5} steps) and the
 validation loss at six noise levels: work the recipe asks for, not loop overhead.
 """

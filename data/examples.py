@@ -49,6 +49,12 @@ def split(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Da
     return Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
 
 
+def fetch(dataset, indices: list[int]) -> dict:
+    """The batch of ``dataset`` at ``indices``, gathered at once where the data set can (``__getitems__``)."""
+    getitems = getattr(dataset, "__getitems__", None)
+    return collate(getitems(indices) if getitems is not None else [dataset[i] for i in indices])
+
+
 def collate(items: list[dict] | dict) -> dict:
     """Stack a list of examples into a batch ``{"x": (B, *S), "cond": {k: (B, ...)}}`` (a batch fetched whole
     by ``__getitems__`` is already one); the names of skipped files are gathered under ``"skipped"``."""

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from .. import registry
 from ..core.objectives import EDMWeighting, denoising_loss
-from ..data.examples import collate
+from ..data.examples import fetch
 from ..media import Media
 from ..pipeline.build import build_sigmas
 from ..pipeline.sampling import draw_samples
@@ -44,7 +44,7 @@ def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, devic
         b = min(first + rank, num_batches - 1)
         counted = first + rank < num_batches
         indices = range(b * batch_size, min((b + 1) * batch_size, len(val_set)))
-        x0, cond = prepare(collate([val_set[i] for i in indices]), b)
+        x0, cond = prepare(fetch(val_set, list(indices)), b)
         g = torch.Generator().manual_seed(VAL_SEED + b)
         for i, ratio in enumerate(VAL_SIGMA_RATIOS):
             sigma = torch.full((len(x0),), ratio * sd, device=device)
@@ -67,6 +67,6 @@ def sample_media(model: nn.Module, schedule, cfg: RecipeConfig, example_shape: t
     samples = draw_samples(model.eval(), sigmas, example_shape, s.num, s.sampler, s.seed)
     model.train(was_training)
     n = min(len(reference), len(samples)) if hasattr(reference, "__len__") else 0
-    ref = collate([reference[i] for i in range(n)])["x"] if n else None
+    ref = fetch(reference, list(range(n)))["x"] if n else None
     writer = registry.get("writer", cfg.modality).target
     return writer(samples.cpu(), registry.WriteContext(cfg.data.range, cfg, ref))
