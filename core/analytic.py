@@ -7,7 +7,7 @@ optimal denoiser (Tweedie / posterior mean) is
     D*(x, sigma) = sum_k r_k(x) [x - sigma^2 A_k^{-1} (x - mu_k)],   r_k ∝ w_k N(x; mu_k, A_k),
 
 with A_k^{-1} and log det A_k by the Woodbury identity, so dimension D costs O(D r^2) not O(D^3).
-Used by the tests and benchmarks as ground truth (DESIGN.md, principle 10). Works on any event shape:
+Used by the tests and benchmarks as ground truth (CONTRIBUTING.md, "Tests and benchmarks"). Works on any event shape:
 samples are (B, *shape), flattened internally to (B, D).
 """
 

@@ -7,7 +7,7 @@ is one mapping
     null_cond: Mapping[str, Tensor]     key -> null value of ONE sample (shape broadcastable to cond[key][0])
 
 Keys absent from ``null_cond`` are never dropped and reach the conditional and the unconditional
-prediction unchanged (e.g. a cascade's ``"lowres"`` and ``"aug_level"``, DESIGN.md principle 6).
+prediction unchanged (e.g. a cascade's ``"lowres"`` and ``"aug_level"``, CONTRIBUTING.md, "Principles").
 Null values are broadcast per sample: ``null.expand(cond[key].shape)``. Typical null values:
 
 - class labels: a dedicated null label; ``num_classes`` for an embedding table with ``num_classes + 1``

@@ -1,4 +1,4 @@
-"""Guidance as Denoiser -> Denoiser wrappers (DESIGN.md principle 5: guidance never lives on a network).
+"""Guidance as Denoiser -> Denoiser wrappers (guidance never lives on a network; CONTRIBUTING.md).
 
 Every wrapper returns a plain denoiser ``D~(x, sigma, cond) -> x0_hat``, so samplers, thresholding and
 further wrappers compose with it: ``dynamic_thresholding(classifier_free_guidance(D, 4.0, null))``.

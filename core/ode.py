@@ -6,7 +6,7 @@ MATLAB's ode45): a 7-stage, first-same-as-last pair whose 5th-order solution is 
 Norsett & Wanner, "Solving Ordinary Differential Equations I", sec. II.4.
 
 Every sample of the batch has its own time t_i and step h_i, accepted or rejected on its own error, so
-a sample's solution does not depend on the rest of the batch (DESIGN.md principle 2); ``f(t, y)`` is
+a sample's solution does not depend on the rest of the batch (per-sample randomness and solutions, CONTRIBUTING.md); ``f(t, y)`` is
 called with ``t`` of shape (B,), which is exactly how a denoiser takes sigma. Computation stays in
 ``y0``'s dtype (use float64 for tight tolerances).
 """

@@ -3,7 +3,7 @@
 One stage is a plain model. A cascade (Ho et al. 2021, "Cascaded Diffusion Models") is a base stage followed
 by super-resolution stages whose ``condition`` turns the previous stage's samples into their ``cond`` (e.g.
 the up-sampled low-resolution image and the augmentation level); a vocoder is one stage conditioned on a mel
-spectrogram the user passes in ``cond``. Stages learn about each other only through ``cond`` (DESIGN.md,
+spectrogram the user passes in ``cond``. Stages learn about each other only through ``cond`` (CONTRIBUTING.md,
 principle 6), so no new class is needed for either.
 """
 

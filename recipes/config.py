@@ -1,4 +1,4 @@
-"""Typed, frozen configs with one-line errors that name the key path (DESIGN.md, principle 7).
+"""Typed, frozen configs with one-line errors that name the key path (CONTRIBUTING.md, "Principles").
 
 A config class is a frozen dataclass deriving from ``Config`` whose fields are declared with ``setting``
 (default, documentation, bounds). ``Config.__post_init__`` checks every field against its annotation, so

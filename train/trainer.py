@@ -3,7 +3,7 @@
 What each step sees is a pure function of (seed, step): the data order (``data_order``), the noise
 (``objective.draw`` from a generator seeded by the step, drawn for the *global* batch and sliced per rank)
 and the batch transforms' randomness (one generator per example, ``data.transforms``), so a resumed run and
-a W-process run reproduce a one-process run (DESIGN.md, principle 2).
+a W-process run reproduce a one-process run (CONTRIBUTING.md, "Principles").
 """
 
 from __future__ import annotations
