@@ -1,8 +1,8 @@
 """Sampling grids: descending sigmas that always end at sigma = 0, so the last step lands on the data.
 
 diffusers' default spacing stops short of t = 0 and leaves a final jump taken at first order, an error floor
-for every high-order solver (BENCHMARKS.md); here every grid ends with an explicit 0 and a sampler decides how
-to take that last step.
+for every high-order solver (compare the diffusers rows of BENCHMARKS.md); here every grid ends with an
+explicit 0 and a sampler decides how to take that last step.
 """
 
 from __future__ import annotations
