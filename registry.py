@@ -75,6 +75,7 @@ class WriteContext:
     value_range: tuple[float, float]
     config: Any = None
     reference: Any = None
+    labels: Any = None  # (N,) class labels of the samples, when they have them (e.g. a grid with a row per class)
 
 
 _REGISTRY: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
@@ -130,11 +131,13 @@ def register_transform(name: str, options: type | None = None) -> Callable[[Any]
     return register("transform", name, options)
 
 
-def register_writer(modality: str, example_dims: int) -> Callable[[Any], Any]:
+def register_writer(modality: str, example_dims: int, export: Callable | None = None) -> Callable[[Any], Any]:
     """The sample writer of ``modality``, called as ``target(samples, context) -> Media``
     (``polydiff.media``). Registering it is what makes ``modality`` a valid recipe value;
-    ``example_dims`` is the number of dimensions of one example the modality expects ((D,): 1, (C, H, W): 3)."""
-    return register("writer", modality, None, example_dims=example_dims)
+    ``example_dims`` is the number of dimensions of one example the modality expects ((D,): 1, (C, H, W): 3).
+    ``export(samples, context, folder) -> [paths]``, if given, also writes the samples in the files evaluation
+    tools read (``polydiff sample`` calls it)."""
+    return register("writer", modality, None, example_dims=example_dims, export=export)
 
 
 def register_command(name: str, help: str, arguments: Callable[[Any], None] | None = None) -> Callable[[Any], Any]:

@@ -69,13 +69,13 @@ def to_uint8(samples: torch.Tensor, value_range: tuple[float, float]) -> np.ndar
     return (to_unit_range(samples, value_range) * 255).round().to(torch.uint8).numpy()
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2, fill: int = 128) -> np.ndarray:
     """uint8 images (N, H, W, C) tiled into one (H', W', C) grid, ``columns`` wide (default ~sqrt(N)), with a
-    ``pad``-pixel black border between tiles."""
+    ``pad``-pixel border of grey ``fill`` between tiles (visible on black and on white images)."""
     n, h, w, c = images.shape
     columns = columns or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / columns)
-    grid = np.zeros((rows * (h + pad) + pad, columns * (w + pad) + pad, c), dtype=np.uint8)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), fill, dtype=np.uint8)
     for i, image in enumerate(images):
         r, col = divmod(i, columns)
         top, left = pad + r * (h + pad), pad + col * (w + pad)

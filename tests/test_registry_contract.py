@@ -25,10 +25,10 @@ def _build(component, out_factor: int = 1, **values):
     return component.target(options, spec), spec
 
 
-def _cond(backbone, batch: int, value: int | None = None) -> dict:
-    """A condition for every droppable key: label 0 (or ``value``) per sample."""
-    return {k: torch.full((batch, *torch.as_tensor(null).shape), 0 if value is None else value,
-                          dtype=torch.as_tensor(null).dtype) for k, null in backbone.null_cond.items()}
+def _cond(backbone, batch: int) -> dict:
+    """A real (non-null) value of every droppable condition: 1 everywhere (class 1, a caption of byte 0x00...)."""
+    return {k: torch.ones(batch, *torch.as_tensor(null).shape, dtype=torch.as_tensor(null).dtype)
+            for k, null in backbone.null_cond.items()}
 
 
 @pytest.mark.parametrize("name", registry.names("model"))
@@ -58,7 +58,7 @@ def test_a_conditional_backbone_without_its_condition_uses_the_null_value(name):
             p.normal_(0, 0.3)
     denoiser = Precond(backbone, "edm", sigma_data=0.5)
     x, sigma = torch.randn(2, *spec.example_shape), torch.tensor([0.5, 2.0])
-    nulls = {k: torch.as_tensor(v).expand(2) for k, v in backbone.null_cond.items()}
+    nulls = {k: torch.as_tensor(v).expand(2, *torch.as_tensor(v).shape) for k, v in backbone.null_cond.items()}
     torch.testing.assert_close(denoiser(x, sigma), denoiser(x, sigma, nulls), rtol=0, atol=0)
     assert not torch.allclose(denoiser(x, sigma, _cond(backbone, 2)), denoiser(x, sigma))
 

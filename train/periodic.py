@@ -12,8 +12,7 @@ from .. import registry
 from ..core.objectives import EDMWeighting, denoising_loss
 from ..data.examples import fetch
 from ..media import Media
-from ..pipeline.build import build_sigmas
-from ..pipeline.sampling import draw_samples
+from ..pipeline.model import DiffusionModel
 from ..recipes.schema import RecipeConfig
 
 VAL_SIGMA_RATIOS = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0)  # validation noise levels, in units of sigma_data
@@ -59,14 +58,18 @@ def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, devic
 @torch.no_grad()
 def sample_media(model: nn.Module, schedule, cfg: RecipeConfig, example_shape: tuple[int, ...],
                  reference: Dataset) -> Media:
-    """Draw the recipe's sampling-default batch and turn it into media with the modality's writer (real
-    validation examples alongside when the data set has them)."""
+    """Draw the recipe's sampling-default batch as ``polydiff sample`` would (its sampler, steps and guidance;
+    a class-conditional model spreads the batch over its classes) and turn it into media with the modality's
+    writer, real validation examples alongside when the data set has them."""
     s = cfg.sample
     was_training = model.training
-    sigmas = build_sigmas(cfg, schedule).to(next(model.parameters()).device)
-    samples = draw_samples(model.eval(), sigmas, example_shape, s.num, s.sampler, s.seed)
+    classes = getattr(model.backbone, "null_cond", {}).get("class_labels")
+    labels = torch.arange(s.num) * classes // s.num if classes else None
+    cond = {"class_labels": labels} if classes else None
+    samples = DiffusionModel.build(cfg, example_shape, model.eval(), schedule).sample(s.num, seed=s.seed, cond=cond)
     model.train(was_training)
     n = min(len(reference), len(samples)) if hasattr(reference, "__len__") else 0
     ref = fetch(reference, list(range(n)))["x"] if n else None
     writer = registry.get("writer", cfg.modality).target
-    return writer(samples.cpu(), registry.WriteContext(cfg.data.range, cfg, ref))
+    return writer(samples.cpu(), registry.WriteContext(cfg.data.range, cfg, ref, None if labels is None else
+                                                       labels.tolist()))

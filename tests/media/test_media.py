@@ -66,5 +66,5 @@ def test_samples_map_to_pixels_through_the_data_range_and_tile_into_a_grid():
     samples = torch.tensor([-1.0, 0.0, 1.0, 3.0])
     assert to_uint8(samples, (-1.0, 1.0)).tolist() == [0, 128, 255, 255]
     assert to_uint8(samples, (0.0, 2.0)).tolist() == [0, 0, 128, 255]
-    grid = image_grid(np.full((5, 2, 3, 1), 9, dtype=np.uint8), columns=2, pad=1)
+    grid = image_grid(np.full((5, 2, 3, 1), 9, dtype=np.uint8), columns=2, pad=1, fill=0)
     assert grid.shape == (3 * 3 + 1, 2 * 4 + 1, 1) and int((grid == 9).sum()) == 5 * 6

@@ -13,6 +13,7 @@ import pytest
 from polydiff.recipes.config import ConfigError, config_from_dict, config_to_dict
 from polydiff.recipes.files import load_recipe, save_resolved, to_json, to_toml
 from polydiff.recipes.reference import field_paths, markdown_reference
+from polydiff import registry
 from polydiff.data.swiss_roll import SwissRollOptions
 from polydiff.modalities.toy.mlp import MLPOptions
 from polydiff.recipes.schema import (
@@ -28,6 +29,7 @@ from polydiff.recipes.schema import (
 )
 
 TOY = Path(__file__).parents[2] / "recipes" / "toy" / "swiss_roll.toml"
+DATA_SETS = ", ".join(f'"{name}"' for name in registry.names("data"))  # what the error lists, read from the registry
 
 
 @pytest.fixture(autouse=True)
@@ -99,9 +101,10 @@ def test_toy_recipe_loads_typed_and_frozen():
          "\"fp16\", got \"fp8\""),
         ('spacing = "karras"', 'spacing = "karas"', "'sample.spacing' must be one of \"karras\", \"leading\", "
          "\"linspace\", \"logsnr\", \"trailing\", \"warped_logsnr\", got \"karas\"; did you mean \"karras\"?"),
-        ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', "'data.name' must be one of \"npy_folder\", "
-         "\"npy_shards\", \"swiss_roll\", got \"swiss\"; did you mean \"swiss_roll\"?"),
-        ('modality = "toy"', 'modality = "image"', "'modality' must be one of \"toy\", got \"image\""),
+        ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', f"'data.name' must be one of {DATA_SETS}, "
+         "got \"swiss\"; did you mean \"swiss_roll\"?"),
+        ('modality = "toy"', 'modality = "imaging"', "'modality' must be one of \"image\", \"toy\", got \"imaging\"; did "
+         "you mean \"image\"?"),
         ("lr = 1e-3", "lr = nan", "'optim.lr' must be a finite number, got nan"),
         ("lr = 1e-3", "lr = inf", "'optim.lr' must be a finite number, got inf"),
         ("p_mean = -1.2", "p_mean = nan", "'objective.noise_levels.options.p_mean' must be a finite number, got nan"),
@@ -211,7 +214,7 @@ def test_override_table_replaces_and_creates(tmp_path):
         ("optim.lr", "expected KEY=VALUE such as optim.lr=3e-4"),
         (".lr=1", "expected KEY=VALUE such as optim.lr=3e-4"),
         ("optim.lr.x=1", "'optim.lr' is 0.001, not a table"),
-        ("data.name=moons", "'data.name' must be one of \"npy_folder\", \"npy_shards\", \"swiss_roll\", got \"moons\""),
+        ("data.name=moons", f"'data.name' must be one of {DATA_SETS}, got \"moons\""),
         ("objective.weighting.options.gamma=2", "unknown key 'objective.weighting.options.gamma'; this table takes "
          "no keys (the options of 'objective.weighting.name' = \"edm\")"),
         ("objective.noise_levels.name=discrete", "unknown key 'objective.noise_levels.options.p_mean'; this table "
