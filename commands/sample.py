@@ -18,6 +18,9 @@ def _arguments(p) -> None:
                         help="'all': spread --num evenly over the classes, in order (a grid row per class)")
     p.add_argument("--seed", type=seed, default=0, help="sample i uses seed + i")
     p.add_argument("--batch", type=positive_int, default=256, help="samples drawn at a time (the result is the same)")
+    p.add_argument("--aug-level", type=non_negative_float, nargs="+", default=None, metavar="A",
+                   help="a cascade: the super-resolution stages' augmentation level; several levels are swept and "
+                        "written side by side (samples_aug<A>.*, samples.png holds all)")
     p.add_argument("--out", default="samples", help="output folder (created; files in it are replaced)")
 
 
@@ -45,20 +48,57 @@ def sample_command(args) -> int:
     out = check_output_dir(args.out, "--out")
     pipeline = Pipeline.from_pretrained(args.model_dir)
     check_room(args.num, pipeline.last.example_shape)
-    cond = class_labels(args, pipeline.last)
-    samples = pipeline.sample(args.num, cond=cond, seed=args.seed, batch_size=args.batch, sampler=args.sampler,
-                              steps=args.steps, guidance=args.guidance)
+    cond = class_labels(args, pipeline.first)
+    options = dict(seed=args.seed, batch_size=args.batch, sampler=args.sampler, steps=args.steps,
+                   guidance=args.guidance)
     model = pipeline.last
     writer = registry.get("writer", model.config.modality)
     labels = cond["class_labels"].tolist() if cond else None
     context = registry.WriteContext(model.config.data.range, model.config, labels=labels)
+    runs = _aug_levels(args, pipeline)
+    folder, written, media = None, [], []
+    for suffix, run in runs:
+        samples = run.sample(args.num, cond=cond, **options)
+        with writing("writing samples", out):
+            folder = make_output_dir(out, "--out")
+            media.append(writer.target(samples, context))
+            if len(runs) > 1:
+                written.append(save_media(media[-1], folder / f"samples{suffix}"))
+            if writer.info.get("export") is not None:
+                written += writer.info["export"](samples, context, folder / suffix.strip("_") if suffix else folder)
     with writing("writing samples", out):
-        folder = make_output_dir(out, "--out")
-        written = [save_media(writer.target(samples, context), folder / "samples")]
-        if writer.info.get("export") is not None:
-            written += writer.info["export"](samples, context, folder)
+        written.insert(0, save_media(side_by_side(media), folder / "samples"))
     print(f"wrote {args.num} samples to {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _aug_levels(args, pipeline) -> list:
+    """[(file suffix, pipeline)] for each --aug-level of a cascade, or [("", pipeline)]."""
+    from ..errors import UserError
+    from ..pipeline.cascade import with_aug_level
+
+    if args.aug_level is None:
+        return [("", pipeline)]
+    if len(pipeline.stages) < 2:
+        raise UserError("--aug-level: this is not a cascade (a folder with cascade.json)")
+    if any(a >= 1 for a in args.aug_level):
+        raise UserError(f"--aug-level must be below 1, got {max(args.aug_level)}")
+    if len(args.aug_level) == 1:
+        return [("", with_aug_level(pipeline, args.aug_level[0]))]
+    return [(f"_aug{a:g}", with_aug_level(pipeline, a)) for a in args.aug_level]
+
+
+def side_by_side(media: list):
+    """Images next to each other with a white gap (a sweep), or the one medium."""
+    import numpy as np
+
+    from ..media import Image
+
+    if len(media) == 1 or not all(isinstance(m, Image) for m in media):
+        return media[0]
+    height = max(m.pixels.shape[0] for m in media)
+    pad = [np.pad(m.pixels, ((0, height - m.pixels.shape[0]), (0, 8), (0, 0)), constant_values=255) for m in media]
+    return Image(np.concatenate(pad, axis=1))
 
 
 def class_labels(args, model) -> dict | None:

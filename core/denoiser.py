@@ -55,6 +55,8 @@ class Backbone(Protocol):
     condition dropout trains, ``core.conditioning``): ``{"class_labels": num_classes}`` for a learned null
     class, ``{}`` for an unconditional backbone. Classifier-free guidance and unconditional sampling use it.
     ``out_factor`` is 2 when the backbone also predicts the variance interpolation (improved DDPM), else 1.
+    A backbone may also name ``required_cond``, conditions it always needs and that are never dropped (a
+    super-resolution stage's ``lowres`` and ``aug_level``).
     """
 
     null_cond: Mapping[str, Any]

@@ -15,6 +15,7 @@ import torch
 from ..core.guidance import classifier_free_guidance
 from ..core.precond import Precond
 from ..core.samplers import SAMPLERS
+from ..core.thresholding import dynamic_thresholding
 from ..core.schedules import Schedule
 from ..errors import UserError
 from ..recipes.config import ConfigError, config_from_dict, config_to_dict
@@ -96,10 +97,14 @@ class DiffusionModel:
 
     @torch.no_grad()
     def sample(self, num: int = 16, *, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
-               guidance: float | None = None, seed: int = 0, cond: dict | None = None, callback=None) -> torch.Tensor:
+               guidance: float | None = None, dynamic_threshold: float | None = None, seed: int = 0,
+               cond: dict | None = None, stop_sigma: float | None = None, callback=None) -> torch.Tensor:
         """``num`` samples (num, *example_shape); unset options come from the model's sampling defaults. Sample i
         uses seed + i, so a batch equals its samples drawn one at a time. ``guidance`` w != 1 needs a conditional
-        model and ``cond``; a conditional model sampled without ``cond`` uses its null condition."""
+        model and ``cond``; a conditional model sampled without ``cond`` uses its null condition.
+        ``dynamic_threshold`` p > 0 applies Imagen's dynamic thresholding at percentile p (sec. 2.3) within the
+        data's range. ``stop_sigma``: stop at that noise level and return the noisy state there (a cascade's
+        truncated conditioning), not a sample."""
         s = self.sampling
         sampler = s.sampler if sampler is None else sampler
         if sampler not in SAMPLERS:
@@ -107,8 +112,43 @@ class DiffusionModel:
         cond = _on_device(cond, self.device)
         check_class_labels(cond, getattr(self.denoiser.backbone, "null_cond", {}), "this model")
         denoiser = self.guided(guidance, cond)
+        p = s.dynamic_threshold if dynamic_threshold is None else dynamic_threshold
+        if p > 0:
+            denoiser = thresholded(denoiser, p, self.config.data.range)
         sigmas = build_sigmas(self.config, self.schedule, steps or s.steps, spacing or s.spacing).to(self.device)
-        return draw_samples(denoiser, sigmas, self.example_shape, num, sampler, seed, cond, callback)
+        if stop_sigma is None:
+            return draw_samples(denoiser, sigmas, self.example_shape, num, sampler, seed, cond, callback)
+        return _stopped_at(denoiser, sigmas, stop_sigma, self.example_shape, num, sampler, seed, cond)
+
+
+class _Reached(Exception):
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+
+def _stopped_at(denoiser, sigmas, stop: float, example_shape, num, sampler, seed, cond) -> torch.Tensor:
+    """The sampler's state at noise level ``stop``: the grid keeps its levels above ``stop``, then ``stop`` and 0;
+    the run is cut when it lands on ``stop`` (any core sampler, no final denoising)."""
+    above = sigmas[sigmas > stop * (1 + 1e-6)]
+    grid = torch.cat([above, sigmas.new_tensor([stop, 0.0])])
+
+    def catch(state: dict) -> None:
+        if state["sigma_next"] == grid[-2].item():
+            raise _Reached(state["x"])
+
+    try:
+        draw_samples(denoiser, grid, example_shape, num, sampler, seed, cond, catch)
+    except _Reached as reached:
+        return reached.x
+    raise RuntimeError("the sampler never reached the stopping level")  # every grid passes through it
+
+
+def thresholded(denoiser, percentile: float, value_range: tuple[float, float]):
+    """Dynamic thresholding (``core.thresholding``) of data in [lo, hi]: centred and scaled to [-1, 1] around it."""
+    lo, hi = value_range
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    inner = dynamic_thresholding(lambda x, sigma, cond=None: (denoiser(x, sigma, cond) - mid) / half, percentile)
+    return lambda x, sigma, cond=None: inner(x, sigma, cond) * half + mid
 
 
 def _on_device(cond: dict | None, device: torch.device) -> dict | None:

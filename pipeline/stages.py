@@ -12,14 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from .model import DiffusionModel
 
-# (previous stage's samples or None for the first stage, the user's cond) -> this stage's cond
-Conditioner = Callable[[torch.Tensor | None, Mapping[str, torch.Tensor]], dict]
+class Conditioner(Protocol):
+    """Makes a stage's ``cond`` from the previous stage's samples and the user's ``cond``; ``seeds`` are the
+    samples' seeds (for any noise it draws). ``stop_sigma``: the previous stage stops at this noise level and
+    hands over its noisy state (a cascade's truncated conditioning), or None to run to the end."""
+
+    stop_sigma: float | None
+
+    def __call__(self, previous: torch.Tensor, cond: Mapping[str, torch.Tensor], seeds: range) -> dict: ...
 
 
 @dataclass
@@ -32,6 +38,13 @@ class Stage:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _taken(model: DiffusionModel, cond: dict) -> dict:
+    """The conditions of ``cond`` that the model's backbone takes (its null_cond and required_cond keys)."""
+    backbone = model.denoiser.backbone
+    keys = set(getattr(backbone, "null_cond", {})) | set(getattr(backbone, "required_cond", ()))
+    return {k: v for k, v in cond.items() if k in keys}
+
+
 class Pipeline:
     """Stages run in order; the last stage's samples are the result."""
 
@@ -42,8 +55,16 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
-        """A one-stage pipeline of the model folder at ``path``."""
+        """The pipeline of a cascade folder (``pipeline.cascade``), or a one-stage pipeline of a model folder."""
+        from .cascade import is_cascade, read_cascade
+
+        if is_cascade(path):
+            return read_cascade(path, device)
         return cls([Stage(DiffusionModel.from_pretrained(path, device))])
+
+    @property
+    def first(self) -> DiffusionModel:
+        return self.stages[0].model
 
     @property
     def last(self) -> DiffusionModel:
@@ -65,10 +86,15 @@ class Pipeline:
         return torch.cat(chunks)
 
     def _run(self, num: int, cond: dict, seed: int, on_stage, options: dict) -> torch.Tensor:
-        previous = None
+        previous, seeds = None, range(seed, seed + num)
         for i, stage in enumerate(self.stages):
-            stage_cond = stage.condition(previous, cond) if stage.condition else cond
-            previous = stage.model.sample(num, seed=seed, cond=stage_cond or None, **{**options, **stage.options})
+            stage_cond = stage.condition(previous, cond, seeds) if stage.condition else cond
+            if len(self.stages) > 1:  # the user's cond is the whole pipeline's: each stage takes what it uses
+                stage_cond = _taken(stage.model, stage_cond)
+            following = self.stages[i + 1].condition if i + 1 < len(self.stages) else None
+            stop = getattr(following, "stop_sigma", None)
+            previous = stage.model.sample(num, seed=seed, cond=stage_cond or None, stop_sigma=stop,
+                                          **{**options, **stage.options})
             if on_stage is not None:
                 on_stage(i, previous)
         return previous

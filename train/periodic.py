@@ -57,19 +57,33 @@ def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, devic
 
 @torch.no_grad()
 def sample_media(model: nn.Module, schedule, cfg: RecipeConfig, example_shape: tuple[int, ...],
-                 reference: Dataset) -> Media:
+                 reference: Dataset, prepare: Callable[[dict, int], tuple[torch.Tensor, dict]]) -> Media:
     """Draw the recipe's sampling-default batch as ``polydiff sample`` would (its sampler, steps and guidance;
     a class-conditional model spreads the batch over its classes) and turn it into media with the modality's
-    writer, real validation examples alongside when the data set has them."""
-    s = cfg.sample
+    writer, real validation examples alongside when the data set has them. A model that needs conditions
+    (a super-resolution stage's low-resolution input) is given those of validation examples (``prepare``
+    applies the data transforms), and shows them beside its samples."""
+    s, num = cfg.sample, cfg.sample.num
     was_training = model.training
     classes = getattr(model.backbone, "null_cond", {}).get("class_labels")
-    labels = torch.arange(s.num) * classes // s.num if classes else None
-    cond = {"class_labels": labels} if classes else None
-    samples = DiffusionModel.build(cfg, example_shape, model.eval(), schedule).sample(s.num, seed=s.seed, cond=cond)
+    required = getattr(model.backbone, "required_cond", ())
+    available = len(reference) if hasattr(reference, "__len__") else 0
+    cond, ref, labels = {}, None, None
+    if required:
+        num = min(num, available)
+        if not num:
+            return None
+        ref, given = prepare(fetch(reference, list(range(num))), 0)
+        cond = {k: v for k, v in given.items() if k in required or (k == "class_labels" and classes)}
+        labels = cond.get("class_labels")
+    elif classes:
+        labels = cond["class_labels"] = torch.arange(num) * classes // num
+    samples = DiffusionModel.build(cfg, example_shape, model.eval(), schedule).sample(num, seed=s.seed,
+                                                                                      cond=cond or None)
     model.train(was_training)
-    n = min(len(reference), len(samples)) if hasattr(reference, "__len__") else 0
-    ref = fetch(reference, list(range(n)))["x"] if n else None
+    n = min(available, len(samples))
+    if ref is None and n:
+        ref = fetch(reference, list(range(n)))["x"]
     writer = registry.get("writer", cfg.modality).target
-    return writer(samples.cpu(), registry.WriteContext(cfg.data.range, cfg, ref, None if labels is None else
-                                                       labels.tolist()))
+    return writer(samples.cpu(), registry.WriteContext(cfg.data.range, cfg, None if ref is None else ref.cpu(),
+                                                       None if labels is None else labels.tolist()))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 
 from .. import registry
+from ..data.examples import collate
+from ..data.transforms import apply_transforms, example_generators
 from ..errors import UserError
 from ..pipeline.model import check_class_labels
 from ..recipes.schema import RecipeConfig
@@ -28,10 +30,16 @@ def check_example_shape(cfg: RecipeConfig, shape: tuple[int, ...]) -> None:
                         f"but data set {cfg.data.name!r} gives examples of shape {shape}")
 
 
-def check_conditions(cfg: RecipeConfig, null_cond: dict, example: dict, dataset) -> None:
-    """Every condition the backbone takes must come with the data (else it trains only its null path), and a
-    data set that knows its class count must fit the backbone's label table."""
-    given = sorted(example["cond"])
+def check_conditions(cfg: RecipeConfig, backbone, example: dict, dataset) -> None:
+    """Every condition the backbone takes must come with the data or its transforms (``example``: one example
+    after the transforms; a condition missing from it would train only the null path, or fail in the first
+    step), and a data set that knows its class count must fit the backbone's label table."""
+    null_cond, given = getattr(backbone, "null_cond", {}), sorted(example["cond"])
+    for key in getattr(backbone, "required_cond", ()):
+        if key not in example["cond"]:
+            raise UserError(f"model {cfg.model.name!r} needs the condition {key!r} (see model.options), which "
+                            f"neither data set {cfg.data.name!r} nor data.transforms gives (they give "
+                            f"{', '.join(map(repr, given)) or 'none'})")
     for key in null_cond:
         if key not in example["cond"]:
             raise UserError(f"model {cfg.model.name!r} takes the condition {key!r} (see model.options), but data "
@@ -41,7 +49,8 @@ def check_conditions(cfg: RecipeConfig, null_cond: dict, example: dict, dataset)
     if classes is not None and null is not None and classes > null:
         raise UserError(f"data set {cfg.data.name!r} has {classes} classes, more than model.options.num_classes = "
                         f"{null}")
-    check_class_labels(example["cond"], null_cond, f"model {cfg.model.name!r} (model.options.num_classes)")
+    if null is not None:  # labels a model without classes does not take are simply not used
+        check_class_labels(example["cond"], null_cond, f"model {cfg.model.name!r} (model.options.num_classes)")
 
 
 def check_transforms(transforms: list, example_shape: tuple[int, ...]) -> None:
@@ -51,3 +60,9 @@ def check_transforms(transforms: list, example_shape: tuple[int, ...]) -> None:
             problem = transform.check(example_shape)
             if problem:
                 raise UserError(f"data.transforms[{i}]: {problem}")
+
+
+def probe(example: dict, transforms: list) -> dict:
+    """One example as a batch of one after the transforms (what the backbone will be given)."""
+    batch = apply_transforms(collate([example]), transforms, example_generators((0,), range(1)))
+    return {"x": batch["x"][0], "cond": batch["cond"]}

@@ -44,7 +44,7 @@ from .lock import RunLock
 from .logs import RunLog, plot_loss_curve
 from .lr import make_lr_scheduler
 from .periodic import sample_media, validation_loss
-from .preflight import check_conditions, check_example_shape, check_precision, check_transforms
+from .preflight import check_conditions, check_example_shape, check_precision, check_transforms, probe
 from .resume import checkpoints_to_try, resume_from
 from ..storage.output import make_output_dir, os_error_message, writing
 from .sharding import Replicated, Sharded
@@ -130,10 +130,10 @@ class _Run:
         copies = 1 + 5 / acc.num_processes if t.fsdp else 6
         denoiser = build_denoiser(cfg, self.example_shape, self.schedule, device=acc.device, copies=copies)
         self.null_cond = getattr(denoiser.backbone, "null_cond", {})
-        check_conditions(cfg, self.null_cond, _first_example(train_set), train_set)
         self.objective = build_objective(cfg, self.schedule)
         self.transforms = [registry.get("transform", c.name).target(c.options) for c in cfg.data.transforms]
         check_transforms(self.transforms, self.example_shape)
+        check_conditions(cfg, denoiser.backbone, probe(_first_example(train_set), self.transforms), train_set)
         self.sample_module = copy.deepcopy(denoiser).eval().requires_grad_(False) if acc.is_main_process else None
         self.sharding = (Sharded if t.fsdp else Replicated)(acc)
         self.step_module, self.optimizer = self.sharding.prepare(TrainingStep(denoiser, self.objective),
@@ -203,7 +203,9 @@ class _Run:
     def _batch(self, step: int, micro: int) -> tuple[torch.Tensor, dict]:
         """This rank's share of the step's micro-batch on the device, transformed; skipped files are counted."""
         batch = next(self.batches)
-        check_class_labels(batch["cond"], self.null_cond, f"model {self.cfg.model.name!r} (model.options.num_classes)")
+        if "class_labels" in self.null_cond:
+            check_class_labels(batch["cond"], self.null_cond, f"model {self.cfg.model.name!r} "
+                                                              f"(model.options.num_classes)")
         skipped = batch.get(SKIPPED, [])
         if skipped:
             self.stats["skipped_examples"] += len(skipped)
@@ -306,9 +308,11 @@ class _Run:
         if t.sample_every and done % t.sample_every == 0:
             model = self.sampling_model()
             if model is not None:
-                media = sample_media(model, self.schedule, self.cfg, self.example_shape, self.val_set)
-                with writing(f"writing samples after step {done}", self.run_dir):
-                    self.log.media("samples", done, media, self.run_dir / "samples" / f"step_{done:06d}")
+                media = sample_media(model, self.schedule, self.cfg, self.example_shape, self.val_set,
+                                     self._prepare_val_batch)
+                if media is not None:  # None: a conditioned model with no validation examples to condition on
+                    with writing(f"writing samples after step {done}", self.run_dir):
+                        self.log.media("samples", done, media, self.run_dir / "samples" / f"step_{done:06d}")
 
     def finish(self) -> Path | None:
         """The model folder (EMA weights) and the loss curve, from the main process."""

@@ -58,6 +58,7 @@ def export_images(samples: torch.Tensor, context: WriteContext, folder: Path) ->
     arrays = {"arr_0": pixels}
     if context.labels is not None:
         arrays["arr_1"] = np.asarray(context.labels, dtype=np.int64)
+    folder.mkdir(parents=True, exist_ok=True)
     npz = folder / "samples.npz"
     np.savez(npz, **arrays)
     for i, image in enumerate(pixels):
