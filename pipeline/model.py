@@ -82,8 +82,10 @@ class DiffusionModel:
 
     def guided(self, guidance: float | None, cond: dict | None) -> Precond:
         """The denoiser to sample with: classifier-free guidance with weight w (w = 1: the model itself; None:
-        the model's default, ``sampling.guidance``)."""
+        the model's default, ``sampling.guidance``, when there is a condition to guide towards)."""
         origin = "guidance"
+        if guidance is None and not cond:  # the default guides towards a condition; without one, sample plainly
+            return self.denoiser
         if guidance is None:
             where = f" in {self.source / CONFIG_FILE}" if self.source else ""
             guidance, origin = self.sampling.guidance, f"the model's default sampling.guidance{where}"
