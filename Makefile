@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(RUN) || $(PY) -m venv $(VENV)
 	$(RUN) -m pip install -qq --upgrade pip
-	$(RUN) -m pip install -qq -c constraints.txt -e '.[dev,bench]'
+	$(RUN) -m pip install -qq -c constraints.txt -e '.[dev,bench,text]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -125,10 +125,12 @@ def register_dataset(name: str, options: type | None = None) -> Callable[[Any], 
     return register("data", name, options)
 
 
-def register_transform(name: str, options: type | None = None) -> Callable[[Any], Any]:
+def register_transform(name: str, options: type | None = None, at_sampling: bool = False) -> Callable[[Any], Any]:
     """A per-batch transform built as ``target(options)``; the built object is called as
-    ``transform(batch, generators) -> batch`` with one generator per example (``polydiff.data.transforms``)."""
-    return register("transform", name, options)
+    ``transform(batch, generators) -> batch`` with one generator per example (``polydiff.data.transforms``).
+    ``at_sampling``: it also turns the user's conditions into the model's when sampling (a frozen text
+    encoder), so it must be deterministic and read only ``cond``."""
+    return register("transform", name, options, at_sampling=at_sampling)
 
 
 def register_writer(modality: str, example_dims: int, export: Callable | None = None) -> Callable[[Any], Any]:

@@ -16,6 +16,8 @@ def _arguments(p) -> None:
     labels.add_argument("--label", type=label, default=None, help="class label for a class-conditional model")
     labels.add_argument("--labels", choices=["all"], default=None,
                         help="'all': spread --num evenly over the classes, in order (a grid row per class)")
+    p.add_argument("--prompt", nargs="+", default=None, metavar="TEXT",
+                   help="captions for a text-conditional model; --num is spread evenly over them, in order")
     p.add_argument("--seed", type=seed, default=0, help="sample i uses seed + i")
     p.add_argument("--batch", type=positive_int, default=256, help="samples drawn at a time (the result is the same)")
     p.add_argument("--aug-level", type=non_negative_float, nargs="+", default=None, metavar="A",
@@ -48,12 +50,12 @@ def sample_command(args) -> int:
     out = check_output_dir(args.out, "--out")
     pipeline = Pipeline.from_pretrained(args.model_dir)
     check_room(args.num, pipeline.last.example_shape)
-    cond = class_labels(args, pipeline.first)
+    cond = {**(class_labels(args, pipeline.first) or {}), **prompts(args, pipeline.first)} or None
     options = dict(seed=args.seed, batch_size=args.batch, sampler=args.sampler, steps=args.steps,
                    guidance=args.guidance)
     model = pipeline.last
     writer = registry.get("writer", model.config.modality)
-    labels = cond["class_labels"].tolist() if cond else None
+    labels = cond["class_labels"].tolist() if cond and "class_labels" in cond else None
     context = registry.WriteContext(model.config.data.range, model.config, labels=labels)
     runs = _aug_levels(args, pipeline)
     folder, written, media = None, [], []
@@ -99,6 +101,15 @@ def side_by_side(media: list):
     height = max(m.pixels.shape[0] for m in media)
     pad = [np.pad(m.pixels, ((0, height - m.pixels.shape[0]), (0, 8), (0, 0)), constant_values=255) for m in media]
     return Image(np.concatenate(pad, axis=1))
+
+
+def prompts(args, model) -> dict:
+    """``--prompt A B ...``: sample i gets prompt i * len(prompts) // num (in order)."""
+    if not args.prompt:
+        return {}
+    from ..pipeline.prompts import prompt_conditions
+
+    return prompt_conditions(model, [args.prompt[i * len(args.prompt) // args.num] for i in range(args.num)])
 
 
 def class_labels(args, model) -> dict | None:

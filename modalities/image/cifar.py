@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ...core.cascade import resize
 from ...data.examples import TensorExamples
 from ...data.folder import FolderOptions
 from ...errors import UserError
@@ -27,6 +28,7 @@ _ALLOWED = {  # (module, name) a CIFAR python batch may refer to
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 spell bytes: a pure function
 }
 TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 
@@ -39,7 +41,7 @@ class ArraysOnly(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
         import importlib
 
-        return getattr(importlib.import_module(module.replace("numpy.core", "numpy._core")), name)
+        return getattr(importlib.import_module(module.replace("numpy.core.", "numpy._core.")), name)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Cifar10Options(FolderOptions):
     root: str = setting("data/cifar-10-batches-py", doc="the folder of cifar-10-python.tar.gz or "
                                                         "cifar-10-binary.tar.gz, unpacked")
     split: Literal["train", "test"] = setting("train", doc="the 50,000 training or 10,000 test images")
+    size: int = setting(32, ge=4, le=32, doc="image side: 32, or smaller (area-averaged) for a cascade's base stage")
 
 
 def _python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -88,4 +91,6 @@ def load_cifar10(root: Path, split: str = "train") -> tuple[torch.Tensor, torch.
 @register_dataset("cifar10", Cifar10Options)
 def cifar10(options: Cifar10Options, seed: int) -> TensorExamples:
     x, labels = load_cifar10(Path(options.root).expanduser(), options.split)
+    if options.size != 32:
+        x = resize(x, (options.size, options.size))
     return TensorExamples(x, {"class_labels": labels})

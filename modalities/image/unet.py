@@ -151,11 +151,13 @@ class ImageUNet(nn.Module):
         """Caption tokens (B, L, D) and mask (B, L); empty captions become the learned null tokens."""
         if self.options.text == "none":
             return None, None
+        length = self.options.text_length  # tokens kept: longer captions are cut here
         if self.text_encoder is not None:
-            tokens, mask = self.text_encoder(cond["caption_ids"])
+            tokens, mask = self.text_encoder(cond["caption_ids"][:, :length])
         else:
-            mask = cond["text_mask"].to(torch.bool)
+            mask = cond["text_mask"].to(torch.bool)[..., :length]
             tokens = cond.get("text")
+            tokens = None if tokens is None else tokens[:, :length]
             if tokens is None:  # no caption at all: every row is empty
                 tokens = torch.zeros(batch, mask.shape[-1], self.options.text_dim, device=device)
             if mask.ndim == 1:  # a null mask broadcast per sample: (B,) -> (B, L)
