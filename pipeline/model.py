@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.conditioning import with_null_defaults
 from ..core.guidance import classifier_free_guidance
 from ..core.precond import Precond
 from ..core.samplers import SAMPLERS
@@ -112,7 +113,10 @@ class DiffusionModel:
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
         cond = _on_device(cond, self.device)
-        check_class_labels(cond, getattr(self.denoiser.backbone, "null_cond", {}), "this model")
+        null = getattr(self.denoiser.backbone, "null_cond", {})
+        check_class_labels(cond, null, "this model")
+        if cond:  # a droppable condition left out is its null value (guidance needs every one present)
+            cond = with_null_defaults(cond, null, num, self.device)
         denoiser = self.guided(guidance, cond)
         p = s.dynamic_threshold if dynamic_threshold is None else dynamic_threshold
         if p > 0:

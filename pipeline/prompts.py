@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..modalities.nn.text import encode_bytes
 from .model import DiffusionModel
 
-DEFAULT_LENGTH = 256  # caption bytes kept for a frozen encoder, which truncates to its own token length
+CAPTION_BYTES = 1024  # bytes kept of a prompt; the model cuts its captions to its own text length
 
 
 def takes_text(model: DiffusionModel) -> bool:
@@ -23,9 +23,7 @@ def prompt_conditions(model: DiffusionModel, prompts: list[str]) -> dict:
     """``cond`` for one prompt per sample: ``caption_ids`` and what the recipe's at-sampling transforms add."""
     if not takes_text(model):
         raise UserError("--prompt: this model is not text-conditional (model.options.text)")
-    null = getattr(model.denoiser.backbone, "null_cond", {})
-    length = len(null["caption_ids"]) if "caption_ids" in null else DEFAULT_LENGTH
-    cond = {"caption_ids": encode_bytes(prompts, length)}
+    cond = {"caption_ids": encode_bytes(prompts, CAPTION_BYTES)}
     transforms = [registry.get("transform", t.name) for t in model.config.data.transforms]
     built = [c.target(t.options) for c, t in zip(transforms, model.config.data.transforms) if c.info.get("at_sampling")]
     if built:

@@ -38,9 +38,8 @@ class Stage:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _taken(model: DiffusionModel, cond: dict) -> dict:
-    """The conditions of ``cond`` that the model's backbone takes (its null_cond and required_cond keys)."""
-    backbone = model.denoiser.backbone
+def conditions_taken(backbone, cond: dict) -> dict:
+    """The conditions of ``cond`` that the backbone takes (its null_cond and required_cond keys)."""
     keys = set(getattr(backbone, "null_cond", {})) | set(getattr(backbone, "required_cond", ()))
     return {k: v for k, v in cond.items() if k in keys}
 
@@ -90,7 +89,7 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             stage_cond = stage.condition(previous, cond, seeds) if stage.condition else cond
             if len(self.stages) > 1:  # the user's cond is the whole pipeline's: each stage takes what it uses
-                stage_cond = _taken(stage.model, stage_cond)
+                stage_cond = conditions_taken(stage.model.denoiser.backbone, stage_cond)
             following = self.stages[i + 1].condition if i + 1 < len(self.stages) else None
             stop = getattr(following, "stop_sigma", None)
             previous = stage.model.sample(num, seed=seed, cond=stage_cond or None, stop_sigma=stop,

@@ -188,7 +188,7 @@ class SampleConfig(Config):
     guidance: float = setting(1.0, ge=0, doc="classifier-free guidance w in D_u + w (D_c - D_u); 1 = conditional only")
     guidance_rescale: float = setting(0.0, ge=0, le=1, doc="phi of guidance rescale (Lin et al. 2023); 0 = off")
     dynamic_threshold: float = setting(0.0, ge=0, lt=1, doc="Imagen's dynamic thresholding at this percentile of "
-                                                            "|x0_hat| (e.g. 0.995), within data.range; 0 = off")
+                                                            "abs(x0_hat) (e.g. 0.995), within data.range; 0 = off")
     num: int = setting(16, gt=0, le=10**7, doc="samples drawn per sampling round")
     seed: int = setting(0, ge=0, le=SEED_LIMIT, doc="seed of the sampling noise (one generator per sample)")
 

@@ -13,6 +13,7 @@ from ..core.objectives import EDMWeighting, denoising_loss
 from ..data.examples import fetch
 from ..media import Media
 from ..pipeline.model import DiffusionModel
+from ..pipeline.stages import conditions_taken
 from ..recipes.schema import RecipeConfig
 
 VAL_SIGMA_RATIOS = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0)  # validation noise levels, in units of sigma_data
@@ -74,7 +75,7 @@ def sample_media(model: nn.Module, schedule, cfg: RecipeConfig, example_shape: t
         if not num:
             return None
         ref, given = prepare(fetch(reference, list(range(num))), 0)
-        cond = {k: v for k, v in given.items() if k in required or (k == "class_labels" and classes)}
+        cond = conditions_taken(model.backbone, given)
         labels = cond.get("class_labels")
     elif classes:
         labels = cond["class_labels"] = torch.arange(num) * classes // num

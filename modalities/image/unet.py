@@ -136,9 +136,9 @@ class ImageUNet(nn.Module):
         if options.text == "bytes":
             self.text_encoder = ByteEncoder(options.text_dim, options.text_length, options.text_layers,
                                             heads=max(1, options.text_dim // 64) if options.text_dim >= 64 else 4)
-            self.null_cond["caption_ids"] = torch.zeros(options.text_length, dtype=torch.long)
+            self.null_cond["caption_ids"] = 0  # all padding, whatever the caption length: the empty caption
         elif options.text == "embeddings":
-            self.null_cond["text_mask"] = torch.zeros(options.text_length, dtype=torch.bool)
+            self.null_cond["text_mask"] = False  # no token at all
         if options.text != "none":
             self.null_text = nn.Parameter(torch.zeros(options.text_length, options.text_dim))
         if options.lowres_channels:
@@ -151,17 +151,18 @@ class ImageUNet(nn.Module):
         """Caption tokens (B, L, D) and mask (B, L); empty captions become the learned null tokens."""
         if self.options.text == "none":
             return None, None
-        length = self.options.text_length  # tokens kept: longer captions are cut here
+        length = self.options.text_length  # every caption becomes exactly this many tokens (cut or padded)
         if self.text_encoder is not None:
-            tokens, mask = self.text_encoder(cond["caption_ids"][:, :length])
+            ids = cond["caption_ids"]
+            ids = ids[:, None] if ids.ndim == 1 else ids  # a null caption filled in per sample: (B,) -> (B, 1)
+            tokens, mask = self.text_encoder(_fit(ids, length, 0))
         else:
-            mask = cond["text_mask"].to(torch.bool)[..., :length]
+            mask = cond["text_mask"].to(torch.bool)
+            mask = mask[:, None] if mask.ndim == 1 else mask  # a null mask filled in per sample: (B,) -> (B, 1)
             tokens = cond.get("text")
-            tokens = None if tokens is None else tokens[:, :length]
             if tokens is None:  # no caption at all: every row is empty
-                tokens = torch.zeros(batch, mask.shape[-1], self.options.text_dim, device=device)
-            if mask.ndim == 1:  # a null mask broadcast per sample: (B,) -> (B, L)
-                mask = mask[:, None].expand(batch, tokens.shape[1])
+                tokens = torch.zeros(batch, mask.shape[1], self.options.text_dim, device=device)
+            tokens, mask = _fit(tokens, length, 0.0), _fit(mask, length, False)
         empty = ~mask.any(1)  # (B,)
         null = self.null_text[: tokens.shape[1]].to(tokens.dtype)
         tokens = torch.where(empty[:, None, None], null.expand_as(tokens), tokens)
@@ -182,6 +183,14 @@ class ImageUNet(nn.Module):
 
     def fsdp_units(self) -> list[nn.Module]:
         return self.unet.fsdp_units()
+
+
+def _fit(t: torch.Tensor, length: int, pad) -> torch.Tensor:
+    """t (B, L, ...) cut or padded with ``pad`` along dim 1 to ``length``."""
+    if t.shape[1] >= length:
+        return t[:, :length]
+    filler = torch.full((t.shape[0], length - t.shape[1], *t.shape[2:]), pad, dtype=t.dtype, device=t.device)
+    return torch.cat([t, filler], dim=1)
 
 
 def describe(options: UNetOptions) -> str:

@@ -46,7 +46,7 @@ def test_a_later_stage_sees_the_previous_one_only_through_cond():
     base, second = tiny_model(), tiny_model(num_classes=2)
     seen = []
 
-    def condition(previous, cond):  # e.g. a cascade's lowres; here: a label from the base sample's sign
+    def condition(previous, cond, seeds):  # e.g. a cascade's lowres; here: a label from the base sample's sign
         seen.append(previous.clone())
         return {**cond, "class_labels": (previous[:, 0] > 0).long()}
 
