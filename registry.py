@@ -111,12 +111,14 @@ def register(kind: str, name: str, options: type | None = None, **info: Any) -> 
 
 
 def register_backbone(name: str, options: type | None = None, *, example_shape: tuple[int, ...],
-                      conditional: Mapping[str, Any] | None = None) -> Callable[[Any], Any]:
+                      conditional: Mapping[str, Any] | None = None, output: str = "denoiser") -> Callable[[Any], Any]:
     """A backbone ``F(x_in, c_noise, cond) -> out`` built as ``target(options, spec: BackboneSpec)``; it follows
     ``polydiff.core.denoiser.Backbone`` (``null_cond``, ``out_factor``). The contract tests build it on
     ``example_shape`` (a small shape it accepts) with its default options, and with ``conditional`` (option
-    values that make it conditional, e.g. ``{"num_classes": 3}``) to check its null-condition path."""
-    return register("model", name, options, example_shape=tuple(example_shape), conditional=dict(conditional or {}))
+    values that make it conditional, e.g. ``{"num_classes": 3}``) to check its null-condition path.
+    ``output``: "denoiser" (an example-shaped prediction) or "logits" (a noise-aware classifier, (B, K))."""
+    return register("model", name, options, example_shape=tuple(example_shape), conditional=dict(conditional or {}),
+                    output=output)
 
 
 def register_dataset(name: str, options: type | None = None) -> Callable[[Any], Any]:

@@ -18,6 +18,11 @@ def _arguments(p) -> None:
                         help="'all': spread --num evenly over the classes, in order (a grid row per class)")
     p.add_argument("--prompt", nargs="+", default=None, metavar="TEXT",
                    help="captions for a text-conditional model; --num is spread evenly over them, in order")
+    p.add_argument("--classifier", default=None, metavar="DIR",
+                   help="a noise-aware classifier's model folder: classifier guidance towards --label / --labels "
+                        "(Dhariwal & Nichol 2021)")
+    p.add_argument("--classifier-scale", type=non_negative_float, default=1.0, metavar="S",
+                   help="the classifier guidance scale s (default 1; 0: unguided)")
     p.add_argument("--seed", type=seed, default=0, help="sample i uses seed + i")
     p.add_argument("--batch", type=positive_int, default=256, help="samples drawn at a time (the result is the same)")
     p.add_argument("--aug-level", type=non_negative_float, nargs="+", default=None, metavar="A",
@@ -50,7 +55,14 @@ def sample_command(args) -> int:
     out = check_output_dir(args.out, "--out")
     pipeline = Pipeline.from_pretrained(args.model_dir)
     check_room(args.num, pipeline.last.example_shape)
-    cond = {**(class_labels(args, pipeline.first) or {}), **prompts(args, pipeline.first)} or None
+    classifier = None
+    if args.classifier is not None:
+        from ..pipeline import DiffusionModel
+        from ..pipeline.classifier import with_classifier
+
+        classifier = DiffusionModel.from_pretrained(args.classifier)
+        pipeline = with_classifier(pipeline, classifier, args.classifier_scale)
+    cond = {**(class_labels(args, classifier or pipeline.first) or {}), **prompts(args, pipeline.first)} or None
     options = dict(seed=args.seed, batch_size=args.batch, sampler=args.sampler, steps=args.steps,
                    guidance=args.guidance)
     model = pipeline.last
@@ -113,7 +125,8 @@ def prompts(args, model) -> dict:
 
 
 def class_labels(args, model) -> dict | None:
-    """``--label K`` for every sample, or ``--labels all``: sample i gets class i * classes // num (in order)."""
+    """``--label K`` for every sample, or ``--labels all``: sample i gets class i * classes // num (in order), the
+    classes of ``model`` (the guiding classifier, or the first stage)."""
     import torch
 
     from ..errors import UserError
@@ -121,8 +134,9 @@ def class_labels(args, model) -> dict | None:
     if args.label is not None:
         return {"class_labels": torch.full((args.num,), args.label, dtype=torch.long)}
     if args.labels == "all":
-        classes = getattr(model.denoiser.backbone, "null_cond", {}).get("class_labels")
+        backbone = model.denoiser.backbone
+        classes = getattr(backbone, "null_cond", {}).get("class_labels", getattr(backbone, "num_classes", None))
         if classes is None:
-            raise UserError("--labels all: this model is not class-conditional")
+            raise UserError("--labels all: this model is not class-conditional (and no --classifier is given)")
         return {"class_labels": torch.arange(args.num) * classes // args.num}
     return None

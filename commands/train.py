@@ -56,6 +56,8 @@ def train_command(args) -> int:
     if result.skipped_examples:
         print(f"skipped {result.skipped_examples} unreadable example(s), replaced by readable ones; files: "
               f"{', '.join(result.skipped_files)}", file=sys.stderr)
-    if result.model_dir:
+    if result.model_dir and cfg.objective.task == "classify":
+        print(f"classifier: {result.model_dir}  (polydiff sample MODEL --labels all --classifier {result.model_dir})")
+    elif result.model_dir:
         print(f"model: {result.model_dir}  (polydiff sample {result.model_dir})")
     return 0

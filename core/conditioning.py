@@ -97,3 +97,10 @@ def drop_conditions(
     proto = torch.empty(first.shape[0], dtype=torch.float64, device=first.device)  # (B,) for the draw
     keep = rand_like_batch(proto, generator) >= p  # (B,) True with probability 1 - p
     return select_conditions(cond, null_cond, keep)
+
+
+def conditions_taken(backbone, cond: Mapping[str, torch.Tensor]) -> dict:
+    """The conditions of ``cond`` that ``backbone`` takes: the keys of its ``null_cond`` and ``required_cond``
+    (``core.denoiser.Backbone``); the rest belong to other models of a pipeline, or to a guiding classifier."""
+    keys = set(getattr(backbone, "null_cond", {})) | set(getattr(backbone, "required_cond", ()))
+    return {k: v for k, v in cond.items() if k in keys}

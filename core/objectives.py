@@ -267,3 +267,28 @@ class HybridLoss:
 
     def __call__(self, model, x0: torch.Tensor, cond: Cond = None, generator: Generator = None) -> torch.Tensor:
         return self.loss(model, x0, self.draw(x0, generator), cond)
+
+
+@dataclass(frozen=True)
+class NoisyClassification:
+    """The loss of a noise-aware classifier for classifier guidance (Dhariwal & Nichol 2021, sec. 4): cross-
+    entropy of p_phi(y | x0 + sigma n) at noise levels from ``noise_levels``, the label read from
+    ``cond["class_labels"]`` (and withheld from the classifier). The model is a ``Precond`` whose backbone
+    outputs logits (B, K); ``raw`` gives them, with the parameterization's input scaling c_in."""
+
+    noise_levels: NoiseLevels
+
+    def draw(self, x0: torch.Tensor, generator: Generator = None) -> dict[str, torch.Tensor]:
+        sigma = self.noise_levels.sample(x0.shape[0], generator, x0.device, x0.dtype)
+        return {"sigma": sigma, "noise": randn_like(x0, generator)}
+
+    def loss(self, model, x0: torch.Tensor, draws: dict[str, torch.Tensor], cond: Cond = None) -> torch.Tensor:
+        """Per-sample cross-entropy (B,)."""
+        cond = dict(cond or {})
+        labels = cond.pop("class_labels")
+        x = x0 + append_dims(draws["sigma"], x0.ndim) * draws["noise"]
+        logits = model.raw(x, draws["sigma"], cond).float()
+        return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+
+    def __call__(self, model, x0: torch.Tensor, cond: Cond = None, generator: Generator = None) -> torch.Tensor:
+        return self.loss(model, x0, self.draw(x0, generator), cond)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.conditioning import with_null_defaults
+from ..core.conditioning import conditions_taken, with_null_defaults
 from ..core.guidance import classifier_free_guidance
 from ..core.precond import Precond
 from ..core.samplers import SAMPLERS
@@ -23,6 +23,7 @@ from ..recipes.config import ConfigError, config_from_dict, config_to_dict
 from ..recipes.schema import RecipeConfig, SampleConfig
 from ..storage.guards import CheckpointError
 from .build import build_denoiser, build_schedule, build_sigmas
+from .classifier import check_guide, classifier_guided, is_classifier
 from .model_folder import CONFIG_FILE, read_model_folder, write_model_folder
 from .sampling import draw_samples
 
@@ -101,23 +102,37 @@ class DiffusionModel:
     @torch.no_grad()
     def sample(self, num: int = 16, *, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
                guidance: float | None = None, dynamic_threshold: float | None = None, seed: int = 0,
-               cond: dict | None = None, stop_sigma: float | None = None, callback=None) -> torch.Tensor:
+               cond: dict | None = None, stop_sigma: float | None = None, callback=None,
+               classifier: DiffusionModel | None = None, classifier_scale: float = 1.0) -> torch.Tensor:
         """``num`` samples (num, *example_shape); unset options come from the model's sampling defaults. Sample i
         uses seed + i, so a batch equals its samples drawn one at a time. ``guidance`` w != 1 needs a conditional
         model and ``cond``; a conditional model sampled without ``cond`` uses its null condition.
         ``dynamic_threshold`` p > 0 applies Imagen's dynamic thresholding at percentile p (sec. 2.3) within the
         data's range. ``stop_sigma``: stop at that noise level and return the noisy state there (a cascade's
-        truncated conditioning), not a sample."""
+        truncated conditioning), not a sample. ``classifier``: a noise-aware classifier model that guides the
+        samples towards ``cond["class_labels"]`` with scale ``classifier_scale`` (``pipeline.classifier``)."""
         s = self.sampling
         sampler = s.sampler if sampler is None else sampler
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
+        if is_classifier(self):
+            raise UserError(f"{self.source or 'this model'} is a classifier: it draws no samples, it guides a model "
+                            f"(polydiff sample MODEL --classifier {self.source or 'DIR'})")
         cond = _on_device(cond, self.device)
-        null = getattr(self.denoiser.backbone, "null_cond", {})
+        backbone = self.denoiser.backbone
+        if classifier is not None:  # the labels are the classifier's; the model takes them only if it has classes
+            check_guide(classifier, self, cond)
+            labels, cond = cond["class_labels"], conditions_taken(backbone, cond) or None
+        null = getattr(backbone, "null_cond", {})
         check_class_labels(cond, null, "this model")
         if cond:  # a droppable condition left out is its null value (guidance needs every one present)
             cond = with_null_defaults(cond, null, num, self.device)
         denoiser = self.guided(guidance, cond)
+        if classifier is not None:
+            inner = denoiser
+            denoiser = classifier_guided(lambda x, sigma, c: inner(x, sigma, conditions_taken(backbone, c) or None),
+                                         classifier, classifier_scale)
+            cond = {**(cond or {}), "class_labels": labels}
         p = s.dynamic_threshold if dynamic_threshold is None else dynamic_threshold
         if p > 0:
             denoiser = thresholded(denoiser, p, self.config.data.range)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..core.conditioning import conditions_taken
 from .model import DiffusionModel
 
 class Conditioner(Protocol):
@@ -36,12 +37,6 @@ class Stage:
     model: DiffusionModel
     condition: Conditioner | None = None
     options: dict[str, Any] = field(default_factory=dict)
-
-
-def conditions_taken(backbone, cond: dict) -> dict:
-    """The conditions of ``cond`` that the backbone takes (its null_cond and required_cond keys)."""
-    keys = set(getattr(backbone, "null_cond", {})) | set(getattr(backbone, "required_cond", ()))
-    return {k: v for k, v in cond.items() if k in keys}
 
 
 class Pipeline:

@@ -37,6 +37,13 @@ def _registered(kind: str):
     return functools.partial(registered_options, kind)
 
 
+def registered_output(name: str) -> str:
+    """What the registered backbone ``name`` outputs: 'denoiser' or 'logits'."""
+    from .. import registry
+
+    return registry.get("model", name).info.get("output", "denoiser")
+
+
 def _discrete_schedules() -> frozenset:
     from ..core.schedules import DISCRETE_SCHEDULES
 
@@ -131,6 +138,9 @@ class WeightingConfig(Config):
 
 @dataclass(frozen=True)
 class ObjectiveConfig(Config):
+    task: Literal["denoise", "classify"] = setting("denoise", doc="train a denoiser, or a noise-aware classifier "
+                                                                  "for classifier guidance (cross-entropy on noised "
+                                                                  "examples; the model must output logits)")
     noise_levels: NoiseLevelsConfig = setting(doc="Training noise levels.", factory=NoiseLevelsConfig)
     weighting: WeightingConfig = setting(doc="Loss weighting.", factory=WeightingConfig)
     hybrid_vlb_weight: float = setting(0.0, ge=0, doc="lambda of L_simple + lambda L_vlb (Nichol & Dhariwal 2021)")
@@ -222,6 +232,12 @@ class RecipeConfig(Config):
                 f"{{key}} is {show(self.objective.hybrid_vlb_weight)}: it must be > 0 exactly when "
                 f"{{diffusion.learned_variance}} is true (only L_vlb trains the variance, Nichol & Dhariwal 2021)",
             )
+        output = registered_output(self.model.name)
+        if (self.objective.task == "classify") != (output == "logits"):
+            want = "a classifier backbone (it outputs logits)" if self.objective.task == "classify" else "a denoiser"
+            gives = "logits" if output == "logits" else "denoised examples"
+            raise ConfigError(("model", "name"), f"{{key}} = {show(self.model.name)} outputs {gives}, but "
+                                                 f"{{objective.task}} = {show(self.objective.task)} trains {want}")
         if self.objective.hybrid_vlb_weight > 0 and levels != "discrete":
             raise ConfigError(("objective", "noise_levels", "name"), f"{{key}} must be \"discrete\" with "
                               f"{{objective.hybrid_vlb_weight}} > 0 (the hybrid loss draws t ~ Uniform{{{{1..T}}}}), "

@@ -31,7 +31,11 @@ def _cond(backbone, batch: int) -> dict:
             for k, null in backbone.null_cond.items()}
 
 
-@pytest.mark.parametrize("name", registry.names("model"))
+def _models(output: str) -> list[str]:
+    return [n for n in registry.names("model") if registry.get("model", n).info.get("output", "denoiser") == output]
+
+
+@pytest.mark.parametrize("name", _models("denoiser"))
 def test_backbones_follow_the_protocol(name):
     component = registry.get("model", name)
     backbone, spec = _build(component)
@@ -46,7 +50,20 @@ def test_backbones_follow_the_protocol(name):
     assert doubled(x.detach(), c_noise, _cond(doubled, 3)).shape == (3, 2 * spec.example_shape[0], *spec.example_shape[1:])
 
 
-@pytest.mark.parametrize("name", registry.names("model"))
+@pytest.mark.parametrize("name", _models("logits"))
+def test_classifier_backbones_give_logits_with_input_gradients(name):
+    """A noise-aware classifier (output="logits") gives (B, K) logits whose gradient reaches every input: classifier
+    guidance differentiates log p(y | x_sigma) with respect to x."""
+    backbone, spec = _build(registry.get("model", name))
+    assert isinstance(backbone, Backbone) and backbone.null_cond == {} and "class_labels" in backbone.required_cond
+    x = torch.randn(3, *spec.example_shape, requires_grad=True)
+    logits = backbone(x, torch.tensor([-1.0, 0.0, 1.0]), {"class_labels": torch.tensor([0, 1, 0])})
+    assert logits.shape == (3, backbone.num_classes) and torch.isfinite(logits).all()
+    (grad,) = torch.autograd.grad(logits[:, 0].sum(), x)
+    assert (grad.flatten(1).abs().sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("name", _models("denoiser"))
 def test_a_conditional_backbone_without_its_condition_uses_the_null_value(name):
     """Precond fills a missing condition with the backbone's null value: the unconditional prediction is the
     trained null path, never an untrained one, and the condition changes the output."""

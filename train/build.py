@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from .. import registry
-from ..core.objectives import HybridLoss, Objective
+from ..core.objectives import HybridLoss, NoisyClassification, Objective
 from ..core.schedules import Schedule
 from ..data.examples import split
 from ..errors import UserError
@@ -24,6 +24,8 @@ def build_objective(cfg: RecipeConfig, schedule: Schedule):
     """The recipe's loss: noise-level distribution x weighting, or iDDPM's hybrid loss when the variance is learned."""
     o = cfg.objective
     engine = {"schedule": schedule, "sigma_data": cfg.diffusion.sigma_data}
+    if o.task == "classify":
+        return NoisyClassification(_core_component("noise_levels", o.noise_levels, engine))
     weighting = _core_component("weighting", o.weighting, engine)
     if o.hybrid_vlb_weight > 0:
         return HybridLoss(schedule, o.hybrid_vlb_weight, weighting)

@@ -9,24 +9,38 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import registry
+from ..core.conditioning import conditions_taken
 from ..core.objectives import EDMWeighting, denoising_loss
 from ..data.examples import fetch
 from ..media import Media
 from ..pipeline.model import DiffusionModel
-from ..pipeline.stages import conditions_taken
 from ..recipes.schema import RecipeConfig
 
 VAL_SIGMA_RATIOS = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0)  # validation noise levels, in units of sigma_data
 VAL_SEED = 20_240_601
 
 
+def edm_error(model, x0, sigma, noise, cond, sigma_data: float) -> torch.Tensor:
+    """lambda(sigma) ||D(x0 + sigma n) - x0||^2, lambda = (sigma^2 + sd^2) / (sigma sd)^2 (EDM Table 1): (B,)."""
+    return denoising_loss(model, x0, sigma, noise, EDMWeighting(sigma_data=sigma_data), cond)
+
+
+def classified(model, x0, sigma, noise, cond, sigma_data: float) -> torch.Tensor:
+    """1 where a noise-aware classifier names the right class of x0 + sigma n, else 0: (B,)."""
+    cond = dict(cond)
+    labels = cond.pop("class_labels")
+    x = x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise
+    return (model.raw(x, sigma, cond).argmax(-1) == labels).to(torch.float64)
+
+
 @torch.no_grad()
 def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, device, rank: int = 0, world: int = 1,
                     all_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
-                    prepare: Callable[[dict, int], tuple[torch.Tensor, dict]] | None = None) -> float:
-    """Mean over fixed noise levels sigma = r sigma_data (``VAL_SIGMA_RATIOS``) of the EDM-weighted error
-    lambda(sigma) ||D(x0 + sigma n) - x0||^2, lambda = (sigma^2 + sd^2) / (sigma sd)^2 (EDM Table 1): the same
-    number for the same weights whatever the recipe's objective, so runs compare.
+                    prepare: Callable[[dict, int], tuple[torch.Tensor, dict]] | None = None,
+                    score: Callable = edm_error) -> float:
+    """Mean over fixed noise levels sigma = r sigma_data (``VAL_SIGMA_RATIOS``) of ``score`` per example: by
+    default the EDM-weighted error (``edm_error``), the same number for the same weights whatever the recipe's
+    objective, so runs compare; a classifier's accuracy with ``classified``.
 
     The validation batches are split over the ``world`` processes (batch b on rank b mod world) and their sums
     added with ``all_sum``; batch b's noise comes from its own seed, so the result does not depend on ``world``.
@@ -37,7 +51,6 @@ def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, devic
     model.eval()
     prepare = prepare or (lambda batch, b: (batch["x"].to(device), {k: v.to(device) for k, v in batch["cond"].items()}))
     sd, batch_size = cfg.diffusion.sigma_data, cfg.data.batch_size
-    weighting = EDMWeighting(sigma_data=sd)
     totals = torch.zeros(len(VAL_SIGMA_RATIOS) + 1, dtype=torch.float64, device=device)  # per level, then count
     num_batches = -(-len(val_set) // batch_size)
     for first in range(0, num_batches, world):
@@ -49,7 +62,7 @@ def validation_loss(model: nn.Module, val_set: Dataset, cfg: RecipeConfig, devic
         for i, ratio in enumerate(VAL_SIGMA_RATIOS):
             sigma = torch.full((len(x0),), ratio * sd, device=device)
             noise = torch.randn(x0.shape, generator=g).to(device)
-            totals[i] += counted * denoising_loss(model, x0, sigma, noise, weighting, cond).double().sum()
+            totals[i] += counted * score(model, x0, sigma, noise, cond, sd).double().sum()
         totals[-1] += counted * len(x0)
     totals = all_sum(totals)
     model.train(was_training)

@@ -45,12 +45,13 @@ def check_conditions(cfg: RecipeConfig, backbone, example: dict, dataset) -> Non
             raise UserError(f"model {cfg.model.name!r} takes the condition {key!r} (see model.options), but data "
                             f"set {cfg.data.name!r} gives {', '.join(map(repr, given)) or 'none'}")
     classes = getattr(getattr(dataset, "dataset", dataset), "num_classes", None)
-    null = null_cond.get("class_labels")
+    null = null_cond.get("class_labels", getattr(backbone, "num_classes", None))  # a classifier's label count
     if classes is not None and null is not None and classes > null:
         raise UserError(f"data set {cfg.data.name!r} has {classes} classes, more than model.options.num_classes = "
                         f"{null}")
     if null is not None:  # labels a model without classes does not take are simply not used
-        check_class_labels(example["cond"], null_cond, f"model {cfg.model.name!r} (model.options.num_classes)")
+        check_class_labels(example["cond"], {"class_labels": null}, f"model {cfg.model.name!r} "
+                                                                    f"(model.options.num_classes)")
 
 
 def check_transforms(transforms: list, example_shape: tuple[int, ...]) -> None:

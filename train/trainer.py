@@ -43,7 +43,7 @@ from .loader import make_loader
 from .lock import RunLock
 from .logs import RunLog, plot_loss_curve
 from .lr import make_lr_scheduler
-from .periodic import sample_media, validation_loss
+from .periodic import classified, edm_error, sample_media, validation_loss
 from .preflight import check_conditions, check_example_shape, check_precision, check_transforms, probe
 from .resume import checkpoints_to_try, resume_from
 from ..storage.output import make_output_dir, os_error_message, writing
@@ -301,11 +301,13 @@ class _Run:
                     "train/steps_per_s": rate, "train/nonfinite_skipped": self.stats["nonfinite_skipped"]})
             bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
             self.window, self.tick = [], time.perf_counter()
+        classifier = self.cfg.objective.task == "classify"
         if t.val_every and done % t.val_every == 0 and len(self.val_set):
-            loss = validation_loss(self.denoiser, self.val_set, self.cfg, acc.device, acc.process_index,
-                                   acc.num_processes, lambda s: acc.reduce(s, "sum"), self._prepare_val_batch)
-            self.log.scalars(done, {"val/loss": loss})
-        if t.sample_every and done % t.sample_every == 0:
+            value = validation_loss(self.denoiser, self.val_set, self.cfg, acc.device, acc.process_index,
+                                    acc.num_processes, lambda s: acc.reduce(s, "sum"), self._prepare_val_batch,
+                                    classified if classifier else edm_error)
+            self.log.scalars(done, {"val/accuracy" if classifier else "val/loss": value})
+        if t.sample_every and done % t.sample_every == 0 and not classifier:  # a classifier draws no samples
             model = self.sampling_model()
             if model is not None:
                 media = sample_media(model, self.schedule, self.cfg, self.example_shape, self.val_set,

@@ -45,8 +45,8 @@ DEFAULTS = dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=(2,), attent
 
 
 @dataclass(frozen=True)
-class UNetOptions(Config):
-    """Options of the ``unet`` image backbone. Size keys left "none" come from the preset (or the defaults)."""
+class UNetSizeOptions(Config):
+    """The size keys of an image U-Net; keys left "none" come from the preset (or the defaults)."""
 
     preset: str = setting("none", choices=("none", *PRESETS), doc="a named size; the keys set here override it")
     channels: int | None = setting(None, gt=0, le=4096, doc="channels of the first level")
@@ -64,6 +64,18 @@ class UNetOptions(Config):
                                                "(decoder) each level's convolutions")
     skip_scale: float | None = setting(None, gt=0, le=1, doc="residual blocks' output scale (1/sqrt(2) keeps the "
                                                              "variance)")
+    gradient_checkpointing: bool = setting(False, doc="recompute each block's activations in the backward pass")
+
+    def resolved(self) -> dict:
+        """Every size key: set here, else from the preset, else the default."""
+        base = {**DEFAULTS, **PRESETS.get(self.preset, {})}
+        return {k: getattr(self, k) if getattr(self, k) is not None else base[k] for k in DEFAULTS}
+
+
+@dataclass(frozen=True)
+class UNetOptions(UNetSizeOptions):
+    """Options of the ``unet`` image backbone. Size keys left "none" come from the preset (or the defaults)."""
+
     num_classes: int = setting(0, ge=0, le=10**6, doc="class labels for conditioning; 0 = none")
     text: Literal["none", "bytes", "embeddings"] = setting("none", doc="caption conditioning: a trainable byte "
                                                                        "encoder, or precomputed frozen-encoder "
@@ -74,7 +86,6 @@ class UNetOptions(Config):
     text_layers: int = setting(2, ge=0, le=48, doc="Transformer layers of the byte encoder")
     lowres_channels: int = setting(0, ge=0, le=64, doc="a super-resolution stage: channels of the low-resolution "
                                                        "image it is conditioned on (0: a base stage)")
-    gradient_checkpointing: bool = setting(False, doc="recompute each block's activations in the backward pass")
     channels_last: bool = setting(False, doc="NHWC memory layout (faster convolutions on GPUs with tensor cores)")
     compile: bool = setting(False, doc="torch.compile the U-Net (slow first step, faster after)")
 
@@ -83,16 +94,9 @@ class UNetOptions(Config):
             raise ConfigError(("text_dim",), f"{{key}} must be a multiple of 4 (the byte encoder's heads), got "
                                              f"{self.text_dim}")
 
-    def resolved(self) -> dict:
-        """Every size key: set here, else from the preset, else the default."""
-        base = {**DEFAULTS, **PRESETS.get(self.preset, {})}
-        return {k: getattr(self, k) if getattr(self, k) is not None else base[k] for k in DEFAULTS}
 
-
-def unet_shape(options: UNetOptions, spec: BackboneSpec) -> UNetShape:
-    """The U-Net for examples (C, H, W) under these options."""
-    if len(spec.example_shape) != 3:
-        raise ValueError(f"the image U-Net takes (C, H, W) examples, got {spec.example_shape}")
+def unet_shape(options: UNetSizeOptions, spec: BackboneSpec, **extra) -> UNetShape:
+    """The U-Net for examples (C, H, W) under these options; ``extra`` sets or overrides ``UNetShape`` fields."""
     channels, height, width = spec.example_shape
     r = options.resolved()
     levels = len(r["channel_mult"])
@@ -104,15 +108,15 @@ def unet_shape(options: UNetOptions, spec: BackboneSpec) -> UNetShape:
     if min(height, width) % 2**downsamplings:
         raise ConfigError(("model", "options", "channel_mult"), f"{{key}} has {levels} levels: {downsamplings} "
                                                                 f"halvings do not divide {height}x{width} images")
-    return UNetShape(
-        dims=2, in_channels=channels + options.lowres_channels, out_channels=channels * spec.out_factor,
+    fields = dict(
+        dims=2, in_channels=channels, out_channels=channels * spec.out_factor,
         channels=r["channels"], channel_mult=tuple(r["channel_mult"]), num_res_blocks=blocks,
         attention_factors=tuple(max(1, height // res) for res in r["attention_resolutions"]),
         head_channels=r["head_channels"], dropout=r["dropout"], scale_shift=r["scale_shift"],
         resblock_updown=r["resblock_updown"], efficient=r["efficient"], skip_scale=r["skip_scale"],
-        num_classes=options.num_classes, context_dim=options.text_dim if options.text != "none" else 0,
-        aug_level=options.lowres_channels > 0, checkpointing=options.gradient_checkpointing,
+        checkpointing=options.gradient_checkpointing,
     )
+    return UNetShape(**{**fields, **extra})
 
 
 @register_backbone("unet", UNetOptions, example_shape=(3, 16, 16), conditional={"num_classes": 3, "text": "bytes",
@@ -123,12 +127,9 @@ class ImageUNet(nn.Module):
     def __init__(self, options: UNetOptions, spec: BackboneSpec):
         super().__init__()
         self.options, self.out_factor = options, spec.out_factor
-        try:
-            self.unet = UNet(unet_shape(options, spec))
-        except ValueError as err:
-            if isinstance(err, ConfigError):
-                raise  # sizes that do not fit together (heads, levels): the user's options
-            raise ConfigError(("model", "options"), f"{{key}} do not fit {spec.example_shape} images: {err}") from None
+        self.unet = build_unet(options, spec, in_channels=spec.example_shape[0] + options.lowres_channels,
+                               num_classes=options.num_classes, aug_level=options.lowres_channels > 0,
+                               context_dim=options.text_dim if options.text != "none" else 0)
         self.null_cond, self.required_cond = {}, ()
         if options.num_classes:
             self.null_cond["class_labels"] = options.num_classes
@@ -183,6 +184,18 @@ class ImageUNet(nn.Module):
 
     def fsdp_units(self) -> list[nn.Module]:
         return self.unet.fsdp_units()
+
+
+def build_unet(options: UNetSizeOptions, spec: BackboneSpec, **extra) -> UNet:
+    """The U-Net of these options for ``spec``'s examples; sizes that do not fit together are a ConfigError."""
+    if len(spec.example_shape) != 3:
+        raise ConfigError(("model", "options"), f"the image U-Net takes (C, H, W) examples, got {spec.example_shape}")
+    try:
+        return UNet(unet_shape(options, spec, **extra))
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(("model", "options"), f"{{key}} do not fit {spec.example_shape} images: {err}") from None
 
 
 def _fit(t: torch.Tensor, length: int, pad) -> torch.Tensor:

@@ -51,6 +51,7 @@ class UNetShape:
     aug_level: bool = False
     middle_attention: bool = True
     checkpointing: bool = False
+    decoder: bool = True  # False: the encoder and middle block only (a classifier's trunk)
     extra: dict = field(default_factory=dict)  # modality-specific switches read by subclasses
 
 
@@ -124,7 +125,9 @@ class UNet(nn.Module):
                 factor *= 2
         middle = [self._res(ch, ch)] + (self._attention(ch, factor, always=True) if s.middle_attention else [])
         self.middle = self._block(middle + [self._res(ch, ch)])
-        self.up = nn.ModuleList()
+        self.up, self.trunk_channels = nn.ModuleList(), ch
+        if not s.decoder:
+            return
         for level, mult in reversed(list(enumerate(s.channel_mult))):
             count = s.num_res_blocks[level] + (0 if s.efficient else 1)
             for i in range(count):
@@ -189,15 +192,19 @@ class UNet(nn.Module):
             emb = emb + self.pooled_embed(pooled.to(emb.dtype))
         return emb
 
-    def run(self, x: torch.Tensor, c: Conditioning) -> torch.Tensor:
-        """The network on x (B, C_in, *S), already carrying any channel-concatenated conditions."""
+    def encode(self, x: torch.Tensor, c: Conditioning) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder and middle block: (the lowest-resolution features, the activations the decoder reuses)."""
         h = self.input(x)
         skips = [] if self.shape.efficient else [h]
         for block, keep in zip(self.down, self.keeps_skip):
             h = block(h, c)
             if keep:
                 skips.append(h)
-        h = self.middle(h, c)
+        return self.middle(h, c), skips
+
+    def run(self, x: torch.Tensor, c: Conditioning) -> torch.Tensor:
+        """The network on x (B, C_in, *S), already carrying any channel-concatenated conditions."""
+        h, skips = self.encode(x, c)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), c)  # (B, C + C_skip, *S)
         return self.out(h)

@@ -338,3 +338,11 @@ def test_readme_reference_is_generated_from_the_schema():
     assert block == markdown_reference(RecipeConfig).strip(), fix
     missing = [path for path in field_paths(RecipeConfig) if f"`{path}`" not in block]
     assert not missing and len(field_paths(RecipeConfig)) > 50, missing
+
+
+def test_every_bundled_recipe_is_in_the_readme_table():
+    from polydiff.commands.train import bundled_recipes
+
+    table = README.read_text().split("## ", 1)[0]
+    missing = [name for name in bundled_recipes() if f"| `{name}.toml` |" not in table]
+    assert not missing, f"add these recipes to the table at the top of recipes/README.md: {missing}"
