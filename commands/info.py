@@ -17,14 +17,19 @@ def _model_lines(path: str) -> dict:
     model = DiffusionModel.from_pretrained(path)
     params = sum(p.numel() for p in model.denoiser.parameters())
     cfg, s = model.config, model.sampling
-    return {
+    preset = getattr(cfg.model.options, "preset", "none")
+    lines = {
         "model": path,
         "recipe": f"{cfg.name} (modality {cfg.modality})",
-        "backbone": f"{cfg.model.name}, {params:,} parameters",
+        "backbone": f"{cfg.model.name}{f' (preset {preset})' if preset != 'none' else ''}, {params:,} parameters",
         "example shape": "x".join(map(str, model.example_shape)),
         "diffusion": f"{cfg.diffusion.schedule} schedule, {cfg.diffusion.parameterization} parameterization",
         "sampling": f"{s.sampler}, {s.steps} steps, {s.spacing} grid, guidance {s.guidance}",
     }
+    if cfg.objective.task == "classify":
+        classes = model.denoiser.backbone.num_classes
+        lines["sampling"] = f"none: a noise-aware classifier of {classes} classes (polydiff sample MODEL --classifier)"
+    return lines
 
 
 def _system_lines() -> dict:

@@ -149,3 +149,9 @@ def test_the_cli_guides_a_model_folder_by_a_classifier_folder(classifier, tmp_pa
     assert (tmp_path / "s" / "samples.png").is_file() and (tmp_path / "s" / "samples.npz").is_file()
     code = main(["sample", str(classifier), "--out", str(tmp_path / "t")])
     assert code == 2 and "is a classifier" in capsys.readouterr().err
+
+
+def test_info_names_the_preset_and_says_what_a_classifier_is_for(classifier, capsys):
+    assert main(["info", str(classifier)]) == 0
+    out = capsys.readouterr().out
+    assert "unet_classifier (preset tiny), " in out and "noise-aware classifier of 10 classes" in out
