@@ -25,10 +25,12 @@ def _build(component, out_factor: int = 1, **values):
     return component.target(options, spec), spec
 
 
-def _cond(backbone, batch: int) -> dict:
-    """A real (non-null) value of every droppable condition: 1 everywhere (class 1, a caption of byte 0x00...)."""
-    return {k: torch.ones(batch, *torch.as_tensor(null).shape, dtype=torch.as_tensor(null).dtype)
-            for k, null in backbone.null_cond.items()}
+def _cond(backbone, x: torch.Tensor) -> dict:
+    """A real (non-null) value of every droppable condition: 1 everywhere (class 1, a caption of byte 0x00...), and
+    of every required one from the backbone's ``example_cond(x)`` (e.g. a vocoder's mel for waveforms x)."""
+    droppable = {k: torch.ones(x.shape[0], *torch.as_tensor(null).shape, dtype=torch.as_tensor(null).dtype)
+                 for k, null in backbone.null_cond.items()}
+    return {**droppable, **(backbone.example_cond(x) if hasattr(backbone, "example_cond") else {})}
 
 
 def _models(output: str) -> list[str]:
@@ -42,12 +44,12 @@ def test_backbones_follow_the_protocol(name):
     assert isinstance(backbone, Backbone) and backbone.out_factor == 1
     x = torch.randn(3, *spec.example_shape, requires_grad=True)
     c_noise = torch.tensor([-1.0, 0.0, 1.0])
-    out = backbone(x, c_noise, _cond(backbone, 3))
+    out = backbone(x, c_noise, _cond(backbone, x))
     assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
     out.square().sum().backward()
     assert x.grad is not None and all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
     doubled, spec2 = _build(component, out_factor=2)
-    assert doubled(x.detach(), c_noise, _cond(doubled, 3)).shape == (3, 2 * spec.example_shape[0], *spec.example_shape[1:])
+    assert doubled(x.detach(), c_noise, _cond(doubled, x)).shape == (3, 2 * spec.example_shape[0], *spec.example_shape[1:])
 
 
 @pytest.mark.parametrize("name", _models("logits"))
@@ -69,6 +71,8 @@ def test_a_conditional_backbone_without_its_condition_uses_the_null_value(name):
     trained null path, never an untrained one, and the condition changes the output."""
     component = registry.get("model", name)
     backbone, spec = _build(component, **component.info["conditional"])
+    if not component.info["conditional"] and not backbone.null_cond and getattr(backbone, "required_cond", ()):
+        pytest.skip(f"every condition of {name!r} is required ({', '.join(backbone.required_cond)}): no null path")
     assert backbone.null_cond, f"register {name!r} with the options that make it conditional (conditional=...)"
     with torch.no_grad():  # the output layers start at zero in some backbones: give every weight a value
         for p in backbone.parameters():
@@ -77,7 +81,7 @@ def test_a_conditional_backbone_without_its_condition_uses_the_null_value(name):
     x, sigma = torch.randn(2, *spec.example_shape), torch.tensor([0.5, 2.0])
     nulls = {k: torch.as_tensor(v).expand(2, *torch.as_tensor(v).shape) for k, v in backbone.null_cond.items()}
     torch.testing.assert_close(denoiser(x, sigma), denoiser(x, sigma, nulls), rtol=0, atol=0)
-    assert not torch.allclose(denoiser(x, sigma, _cond(backbone, 2)), denoiser(x, sigma))
+    assert not torch.allclose(denoiser(x, sigma, _cond(backbone, x)), denoiser(x, sigma))
 
 
 @pytest.mark.parametrize("name", registry.names("writer"))

@@ -1,0 +1,1 @@
+"""The audio modality: log-mel features and the WaveGrad vocoder backbone."""
