@@ -30,6 +30,7 @@ from polydiff.recipes.schema import (
 
 TOY = Path(__file__).parents[2] / "recipes" / "toy" / "swiss_roll.toml"
 DATA_SETS = ", ".join(f'"{name}"' for name in registry.names("data"))  # what the error lists, read from the registry
+MODALITIES = ", ".join(f'"{name}"' for name in registry.names("writer"))  # a modality is a registered writer
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +104,7 @@ def test_toy_recipe_loads_typed_and_frozen():
          "\"linspace\", \"logsnr\", \"trailing\", \"warped_logsnr\", got \"karas\"; did you mean \"karras\"?"),
         ('[data]\nname = "swiss_roll"', '[data]\nname = "swiss"', f"'data.name' must be one of {DATA_SETS}, "
          "got \"swiss\"; did you mean \"swiss_roll\"?"),
-        ('modality = "toy"', 'modality = "imaging"', "'modality' must be one of \"image\", \"toy\", got \"imaging\"; did "
+        ('modality = "toy"', 'modality = "imaging"', f"'modality' must be one of {MODALITIES}, got \"imaging\"; did "
          "you mean \"image\"?"),
         ("lr = 1e-3", "lr = nan", "'optim.lr' must be a finite number, got nan"),
         ("lr = 1e-3", "lr = inf", "'optim.lr' must be a finite number, got inf"),
