@@ -68,6 +68,8 @@ def overrides(name: str, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", bundled_recipes())
 def test_every_recipe_takes_a_step_and_samples(name, tmp_path):
+    if name.startswith("audio/"):
+        pytest.skip("a vocoder trains on a generated corpus and vocodes a mel: tests/modalities/test_audio_vocode.py")
     cfg = load_recipe(RECIPES_DIR / f"{name}.toml", overrides(name, tmp_path))
     result = train(cfg, progress=False)
     assert result.steps == 1 and result.nonfinite_skipped == 0 and result.model_dir is not None

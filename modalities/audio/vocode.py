@@ -1,0 +1,203 @@
+"""``polydiff vocode``: mel spectrograms (or the mels of waveforms) to speech with a trained vocoder model folder.
+
+    polydiff vocode MODEL_DIR --mel a.npy [b.pt ...] | --wav a.wav [...] [--steps 6] [--sampler ddpm] --out out.wav
+
+The model folder's recipe holds the mel config the vocoder was trained on (data.options); input mels are checked
+against it (``mel_input``) and vocoded in overlapping chunks (``chunks``) in batches over every input, one WAV per
+input at the model's sample rate. Each chunk's mel goes through the backbone's noise-free mel path once
+(WaveGrad's ``encode_mel``), not at every sampling step; x0_hat is clipped to the data's range at every step
+(static thresholding, Saharia et al. 2022; lmnt-com/wavegrad clamps its iterate likewise), which keeps sampling
+bounded even for an undertrained model and, unlike dynamic thresholding, depends on no other chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...commands.arguments import name, positive_int, seed
+from ...errors import UserError
+from ...registry import register_command
+from .chunks import CROSSFADES, ChunkSampler, vocode_chunks
+from .mel import MelConfig
+from .mel_input import LAYOUTS, LOG_BASES, read_mel, read_wav
+
+FEATURES = "mel_features"  # the cond key of the cached mel path
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+class CachedMel(nn.Module):
+    """A backbone with a split mel path (``encode_mel`` / ``decode``, e.g. WaveGrad) as F(x_in, c_noise, cond)
+    taking cond[FEATURES] = encode_mel(mel), computed once per chunk by the caller."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone, self.null_cond = backbone, {}
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond) -> torch.Tensor:
+        return self.backbone.decode(x_in, c_noise, cond[FEATURES])
+
+
+def mel_config_of(model) -> MelConfig:
+    """The mel config a vocoder model was trained on (its recipe's data options), or a ``UserError``."""
+    where = model.source or "this model"
+    if "mel" not in getattr(model.denoiser.backbone, "required_cond", ()):
+        raise UserError(f"{where} is a {model.config.modality!r} model that takes no mel ({model.config.model.name!r});"
+                        f" vocode needs a vocoder (e.g. recipes/audio/wavegrad_tiny.toml)")
+    config = getattr(model.config.data.options, "mel_config", None)
+    if not isinstance(config, MelConfig):
+        raise UserError(f"{where}: its data set {model.config.data.name!r} names no mel config (data.options)")
+    return config
+
+
+def betas_to_sigmas(betas: list[float]) -> torch.Tensor:
+    """A sampling grid from a short beta schedule beta_1..beta_N, as WaveGrad's few-iteration schedules are given
+    (Chen et al. 2021, sec. 4; lmnt-com/wavegrad noise_schedule.npy): abar_n = prod_{i<=n} (1 - beta_i), sigma_n =
+    sqrt((1 - abar_n) / abar_n), descending, then 0. The DDPM sampler over it is their N-step chain."""
+    if not betas or not all(0 < b < 1 for b in betas):
+        raise UserError(f"--betas: expected numbers in (0, 1), got {betas}")
+    abar = torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)
+    return torch.cat([((1 - abar) / abar).sqrt().flip(0), torch.zeros(1, dtype=torch.float64)]).float()
+
+
+def chunk_sampler(model, *, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
+                  sigmas: torch.Tensor | None = None) -> ChunkSampler:
+    """A ``chunks.ChunkSampler`` for ``model``: its sampling defaults unless given (``sigmas``: an explicit grid
+    ending at 0, instead of steps and spacing), x0_hat clipped to data.range, the mel path cached per chunk when
+    the backbone splits it."""
+    from ...core.grids import GRIDS
+    from ...core.precond import Precond
+    from ...core.samplers import SAMPLERS
+    from ...pipeline.build import build_sigmas
+
+    s = model.sampling
+    sampler, spacing = sampler or s.sampler, spacing or s.spacing
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler: unknown sampler {sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
+    if spacing not in GRIDS:
+        raise UserError(f"--spacing: unknown spacing {spacing!r}; known: {', '.join(sorted(GRIDS))}")
+    if sigmas is None:
+        sigmas = build_sigmas(model.config, model.schedule, steps or s.steps, spacing)
+    sigmas = sigmas.to(model.device, torch.float32)
+    run, (lo, hi), denoiser = SAMPLERS[sampler], model.config.data.range, model.denoiser
+    backbone = denoiser.backbone
+    cached = callable(getattr(backbone, "encode_mel", None)) and callable(getattr(backbone, "decode", None))
+    if cached:  # the same parameterization and noise input around the split backbone
+        d = denoiser
+        denoiser = Precond(CachedMel(backbone), d.parameterization.name, d.c_noise, d.sigma_data, d.learned_variance)
+
+    def clipped(x, sigma, cond=None):
+        return denoiser(x, sigma, cond).clamp(lo, hi)
+
+    @torch.no_grad()
+    def sample(mel: torch.Tensor, noise: torch.Tensor, generators: list) -> torch.Tensor:
+        cond = {FEATURES: backbone.encode_mel(mel)} if cached else {"mel": mel}
+        return run(clipped, sigmas[0] * noise, sigmas, cond=cond, generator=generators)
+
+    return sample
+
+
+def vocode_mels(model, mels: list[torch.Tensor], *, sampler: str | None = None, steps: int | None = None,
+                spacing: str | None = None, sigmas: torch.Tensor | None = None, seed: int = 0, chunk: int = 512,
+                overlap: int = 64, batch: int = 8, crossfade: str = "linear", progress: bool = False
+                ) -> list[torch.Tensor]:
+    """Waveforms (frames * hop,) in the data's range for log-mels (n_mels, frames) in the model's convention."""
+    hop = mel_config_of(model).hop_length
+    sample = chunk_sampler(model, sampler=sampler, steps=steps, spacing=spacing, sigmas=sigmas)
+    return vocode_chunks(sample, mels, hop, seed=seed, chunk=chunk, overlap=overlap, batch=batch,
+                         crossfade=crossfade, progress=progress, device=model.device)
+
+
+def output_paths(out: str, sources: list[str]) -> list[Path]:
+    """``--out`` as one .wav file (one input) or a folder holding <input name>.wav for each input."""
+    if out.lower().endswith(".wav"):
+        if len(sources) > 1:
+            raise UserError(f"--out {out}: {len(sources)} inputs need a folder, got a .wav file name")
+        return [Path(out)]
+    paths = [Path(out) / f"{Path(s).stem}.wav" for s in sources]
+    seen = {}
+    for source, path in zip(sources, paths):
+        if path in seen:
+            raise UserError(f"--out {out}: {seen[path]} and {source} would both be written to {path}; rename one")
+        seen[path] = source
+    return paths
+
+
+def _arguments(p) -> None:
+    p.add_argument("model_dir", help="a vocoder's model folder (e.g. runs/wavegrad_tiny/model)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--mel", nargs="+", metavar="FILE", help=".npy / .pt log-mels (bins x frames or frames x "
+                                                                "bins, optionally a leading batch dimension of 1)")
+    given.add_argument("--wav", nargs="+", metavar="FILE", help="waveforms: their mel with the model's mel config")
+    p.add_argument("--out", required=True, help="a .wav file for one input, else a folder (<input name>.wav each)")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--sampler", type=name, default=None, help="a sampler of core.samplers (default: the model's)")
+    p.add_argument("--spacing", type=name, default=None, help="a sigma grid of core.grids (default: the model's)")
+    p.add_argument("--betas", type=float, nargs="+", default=None, metavar="BETA", help="an explicit few-step "
+                   "schedule beta_1 .. beta_N (WaveGrad's form), instead of --steps and --spacing")
+    p.add_argument("--seed", type=seed, default=0, help="noise seed; input i uses seed + i")
+    p.add_argument("--mel-log", choices=LOG_BASES, default=None, help="the log base of the --mel files (default: "
+                                                                      "what a .pt declares, else the model's)")
+    p.add_argument("--mel-layout", choices=LAYOUTS, default="auto", help="the --mel arrays' axes (auto: the axis "
+                                                                         "with the model's n_mels bins)")
+    p.add_argument("--mel-rate", type=positive_int, default=None, help="sample rate the --mel files were made for "
+                                                                       "(checked against the model's)")
+    p.add_argument("--mel-hop", type=positive_int, default=None, help="hop length of the --mel files (checked)")
+    p.add_argument("--chunk", type=positive_int, default=512, help="mel frames vocoded at once (bounds memory)")
+    p.add_argument("--overlap", type=_non_negative_int, default=64, help="mel frames shared by neighbouring chunks "
+                                                                         "and crossfaded (at most --chunk / 2)")
+    p.add_argument("--crossfade", choices=CROSSFADES, default="linear")
+    p.add_argument("--batch", type=positive_int, default=8, help="chunks vocoded together")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+
+
+@register_command("vocode", help="turn mel spectrograms (or the mels of waveforms) into speech with a vocoder",
+                  arguments=_arguments)
+def vocode_command(args) -> int:
+    import soundfile
+
+    from ...pipeline import DiffusionModel
+    from ...storage.output import check_output_dir, make_output_dir, writing
+    from .writer import to_waves
+
+    if 2 * args.overlap > args.chunk:
+        raise UserError(f"--overlap {args.overlap} must be at most half of --chunk {args.chunk}")
+    sigmas = None if args.betas is None else betas_to_sigmas(args.betas)
+    sources = args.mel or args.wav
+    paths = output_paths(args.out, sources)
+    for folder in dict.fromkeys(p.parent for p in paths):
+        check_output_dir(folder, "--out")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    model = DiffusionModel.from_pretrained(args.model_dir, device)
+    config = mel_config_of(model)
+    declared = {"sample_rate": args.mel_rate, "hop_length": args.mel_hop}
+    inputs = ([read_mel(p, config, args.mel_log, args.mel_layout, declared) for p in args.mel] if args.mel
+              else [read_wav(p, config) for p in args.wav])
+    for given in inputs:
+        print(given.note)
+    waves = vocode_mels(model, [i.mel for i in inputs], sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                        sigmas=sigmas, seed=args.seed, chunk=args.chunk, overlap=args.overlap, batch=args.batch,
+                        progress=sys.stderr.isatty(), crossfade=args.crossfade)
+    for path, wave in zip(paths, waves):
+        with writing(f"writing {path.name}", path.parent):
+            make_output_dir(path.parent, "--out")
+            samples = to_waves(wave[None, None], model.config.data.range)[0]  # (T,) -> (1, 1, T) -> (T,) in [-1, 1]
+            soundfile.write(str(path), samples, config.sample_rate, subtype="PCM_16")
+    seconds = sum(w.numel() for w in waves) / config.sample_rate
+    print(f"wrote {len(paths)} file(s), {seconds:.1f} s at {config.sample_rate} Hz: {', '.join(map(str, paths))}")
+    return 0
