@@ -27,6 +27,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(RUN) -m polydiff.benchmarks.samplers
 	$(RUN) -m polydiff.benchmarks.trainer_overhead
+	$(RUN) -m polydiff.benchmarks.image_training
+	$(RUN) -m polydiff.benchmarks.image_sampling
+	$(RUN) -m polydiff.benchmarks.image_quality
 
 clean:
 	rm -rf $(VENV) *.egg-info build out

@@ -42,3 +42,11 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n{block}\n"
     path.write_text(text)
     return path
+
+
+def publish(name: str, markdown: str, path: Path | str = BENCHMARKS_MD) -> int:
+    """Print a benchmark's section, write it into ``path`` (``write_section``) and say where: a benchmark's last
+    step, returning its exit status."""
+    print(markdown)
+    print(f"wrote section {name!r} of {write_section(name, markdown, Path(path))}")
+    return 0
