@@ -24,7 +24,8 @@ def _model_lines(path: str) -> dict:
         "backbone": f"{cfg.model.name}{f' (preset {preset})' if preset != 'none' else ''}, {params:,} parameters",
         "example shape": "x".join(map(str, model.example_shape)),
         "diffusion": f"{cfg.diffusion.schedule} schedule, {cfg.diffusion.parameterization} parameterization",
-        "sampling": f"{s.sampler}, {s.steps} steps, {s.spacing} grid, guidance {s.guidance}",
+        "sampling": f"{s.sampler}, {s.steps} steps, {'the grid of sample.betas' if s.betas else f'{s.spacing} grid'}, "
+                    f"guidance {s.guidance}",
     }
     if cfg.objective.task == "classify":
         classes = model.denoiser.backbone.num_classes

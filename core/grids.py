@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from .schedules import DiscreteSchedule, Schedule
+from .schedules import DiscreteSchedule, Schedule, alpha_bar_to_sigma
 from .utils import lookup
 
 
@@ -76,6 +76,17 @@ def warped_logsnr_sigmas(schedule: Schedule, n: int) -> torch.Tensor:
     u = torch.linspace(0, 1, n, dtype=torch.float64)
     warp = 1 - (1 - u**0.75) ** 0.95
     return _append_zero(torch.exp(-(lam_max + (lam_lo - lam_max) * warp)))
+
+
+def betas_to_sigmas(betas) -> torch.Tensor:
+    """The grid of an explicit few-step schedule beta_1 .. beta_N, the form WaveGrad gives its 6-iteration schedule
+    in (Chen et al. 2021, sec. 4; lmnt-com/wavegrad inference.py): abar_n = prod_{i<=n} (1 - beta_i) (Ho et al.
+    2020, eq. 4), sigma_n = sqrt(1 / abar_n - 1), descending, plus the final 0: shape (N + 1,), float64. The DDPM
+    sampler over it is their N-step chain (Ho et al. 2020, Algorithm 2); any sampler may run on it."""
+    betas = torch.as_tensor(betas, dtype=torch.float64)
+    if betas.ndim != 1 or len(betas) == 0 or not bool(((betas > 0) & (betas < 1)).all()):
+        raise ValueError(f"betas must be a non-empty 1-D sequence of numbers in (0, 1), got {betas.tolist()}")
+    return _append_zero(alpha_bar_to_sigma(torch.cumprod(1 - betas, 0)).flip(0))
 
 
 GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {

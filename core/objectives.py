@@ -24,6 +24,15 @@ Weightings, as the weight on the x0 error (SNR = 1 / sigma^2, the sigma-form sig
                   there written as the F-space weight (sigma sigma_data)^2 / (sigma^2 + sigma_data^2)^2 with EDM
                   preconditioning).
 
+The norm (``norm``; a recipe's ``objective.loss``): 'l2' above; 'l1' scores the same weighted residual
+r = sqrt(lambda) c_out (F - F_target) = sqrt(lambda) (D - x0) by its mean absolute value, sqrt(lambda) |c_out|
+mean|F - F_target|, where 'l2' takes lambda c_out^2 mean (F - F_target)^2 = mean r^2. So a weighting keeps its
+meaning, the scale of the residual, under either norm: 'simple' is the plain L1 of the network's target (for eps:
+WaveGrad's ||eps - eps_theta||_1, Chen et al. 2021, Algorithm 1, as a mean), 'snr' the L1 of eps whatever the
+parameterization, 'edm' |F - F_target| under EDM preconditioning. (lambda c_out^2 on the L1 would weigh |D - x0| by
+lambda itself: 'snr' with x0 prediction would be 1/sigma^2 |x0_hat - x0| = |eps_hat - eps| / sigma, not the L1 of
+eps.)
+
 Every objective is called as ``objective(model, x0, cond=None, generator=None) -> loss (B,)``; the caller
 takes the mean. ``generator`` (one, or one per sample) drives both the noise level and the noise.
 """
@@ -132,47 +141,69 @@ WEIGHTINGS: dict[str, Callable[..., Weighting]] = {
 
 @dataclass(frozen=True)
 class Prediction:
-    """A model's answer at (x, sigma): x0_hat, the variance interpolation v (or None), the per-sample mean
-    squared error in the model's output space (B,) and its c_out (B,) (1 for a plain denoiser)."""
+    """A model's answer at (x, sigma): x0_hat, the variance interpolation v (or None), the residual in the model's
+    output space, F - F_target (D - x0 for a plain denoiser), shaped like x, and its c_out (B,) (1 for a plain
+    denoiser)."""
 
     x0_hat: torch.Tensor
     v: torch.Tensor | None
-    error: torch.Tensor
+    residual: torch.Tensor
     c_out: torch.Tensor
 
+    @property
+    def error(self) -> torch.Tensor:
+        """The per-sample mean squared residual (B,)."""
+        return self.residual.pow(2).flatten(1).mean(1)  # (B, *S) -> (B, D) -> (B,)
 
-def _mean_squared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).pow(2).flatten(1).mean(1)  # (B, D) -> (B,)
+
+NORMS = ("l2", "l1")  # of the weighted residual (module docstring)
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+
+
+def weighted_error(p: Prediction, weight: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """The per-sample loss (B,) of prediction ``p`` under x0-space weight lambda = ``weight`` (B,): 'l2'
+    lambda c_out^2 mean (F - F_target)^2 = lambda ||D - x0||^2 (EDM eq. 8), or 'l1' sqrt(lambda) |c_out|
+    mean|F - F_target| = sqrt(lambda) |D - x0|_1, the same residual's L1 (module docstring)."""
+    _check_norm(norm)
+    if norm == "l2":
+        return weight * p.c_out**2 * p.error
+    return weight.sqrt() * p.c_out.abs() * p.residual.abs().flatten(1).mean(1)  # (B, *S) -> (B, D) -> (B,)
 
 
 def predict(model, x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, cond: Cond = None) -> Prediction:
-    """Call the model once at x = x0 + sigma n. For a ``Precond`` the error is ||F - F_target||^2 (EDM eq. 8);
-    otherwise ||D - x0||^2, with v from ``denoise_with_variance`` when the denoiser has it."""
+    """Call the model once at x = x0 + sigma n. For a ``Precond`` the residual is F - F_target (EDM eq. 8);
+    otherwise D - x0, with v from ``denoise_with_variance`` when the denoiser has it."""
     if hasattr(model, "raw") and hasattr(model, "target"):
         out, v = model.split_output(model.raw(x, sigma, cond))
         out = out.to(x.dtype)
         c_skip, c_out, _ = model.coefficients(sigma, sigma.ndim)  # (B,) each
         x0_hat = append_dims(c_skip, x.ndim) * x + append_dims(c_out, x.ndim) * out
-        return Prediction(x0_hat, v, _mean_squared(out, model.target(x, x0, sigma)), c_out)
+        return Prediction(x0_hat, v, out - model.target(x, x0, sigma), c_out)
     if hasattr(model, "denoise_with_variance"):
         x0_hat, v = model.denoise_with_variance(x, sigma, cond)
     else:
         x0_hat, v = model(x, sigma, cond), None
-    return Prediction(x0_hat, v, _mean_squared(x0_hat, x0), torch.ones_like(sigma))
+    return Prediction(x0_hat, v, x0_hat - x0, torch.ones_like(sigma))
 
 
-def _weighted_loss(model, x0, sigma, noise, weighting: Weighting, cond: Cond):
-    """(lambda(sigma) c_out^2 ||F - F_target||^2 (B,), the prediction, the noisy input x)."""
+def _weighted_loss(model, x0, sigma, noise, weighting: Weighting, cond: Cond, norm: str = "l2"):
+    """(the per-sample loss (B,) of ``weighted_error``, the prediction, the noisy input x)."""
     x = x0 + append_dims(sigma, x0.ndim) * noise
     p = predict(model, x, x0, sigma, cond)
-    return weighting(sigma, p.c_out) * p.c_out**2 * p.error, p, x
+    return weighted_error(p, weighting(sigma, p.c_out), norm), p, x
 
 
 def denoising_loss(
-    model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, weighting: Weighting, cond: Cond = None
+    model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, weighting: Weighting, cond: Cond = None,
+    norm: str = "l2",
 ) -> torch.Tensor:
-    """lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2 per sample (B,), computed in the model's output space."""
-    return _weighted_loss(model, x0, sigma, noise, weighting, cond)[0]
+    """lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2 per sample (B,) ('l1': sqrt(lambda) |D - x0|_1, the mean
+    over non-batch dims), computed in the model's output space."""
+    return _weighted_loss(model, x0, sigma, noise, weighting, cond, norm)[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -181,10 +212,15 @@ def denoising_loss(
 
 @dataclass(frozen=True)
 class Objective:
-    """Noise-level distribution x weighting (EDM's loss, Karras et al. 2022, sec. 5, is LogNormal x EDMWeighting)."""
+    """Noise-level distribution x weighting x norm (EDM's loss, Karras et al. 2022, sec. 5, is LogNormal x
+    EDMWeighting x 'l2'; WaveGrad's, Chen et al. 2021, its noise levels x Simple x 'l1' with eps prediction)."""
 
     noise_levels: NoiseLevels
     weighting: Weighting
+    norm: str = "l2"
+
+    def __post_init__(self):
+        _check_norm(self.norm)
 
     def draw(self, x0: torch.Tensor, generator: Generator = None) -> dict[str, torch.Tensor]:
         """The randomness of one loss evaluation for a batch shaped like ``x0``: sigma (B,) and noise.
@@ -194,7 +230,7 @@ class Objective:
 
     def loss(self, model, x0: torch.Tensor, draws: dict[str, torch.Tensor], cond: Cond = None) -> torch.Tensor:
         """Per-sample loss (B,) for given ``draws``."""
-        return denoising_loss(model, x0, draws["sigma"], draws["noise"], self.weighting, cond)
+        return denoising_loss(model, x0, draws["sigma"], draws["noise"], self.weighting, cond, self.norm)
 
     def __call__(self, model, x0: torch.Tensor, cond: Cond = None, generator: Generator = None) -> torch.Tensor:
         return self.loss(model, x0, self.draw(x0, generator), cond)
@@ -208,26 +244,27 @@ def _pop_fields(registry: dict, name: str, kwargs: dict, what: str):
 
 
 def make_objective(
-    noise_levels: str | NoiseLevels = "lognormal", weighting: str | Weighting = "edm", **kwargs
+    noise_levels: str | NoiseLevels = "lognormal", weighting: str | Weighting = "edm", norm: str = "l2", **kwargs
 ) -> Objective:
-    """An ``Objective`` from registry names (or instances); each keyword goes to whichever of the two takes
-    it, e.g. ``make_objective("discrete", "min_snr", schedule=s, gamma=5.0)``. Unused keywords are an error."""
+    """An ``Objective`` from registry names (or instances) and a norm; each other keyword goes to whichever of the
+    two takes it, e.g. ``make_objective("discrete", "min_snr", schedule=s, gamma=5.0)``. Unused keywords are an
+    error."""
     if isinstance(noise_levels, str):
         noise_levels = _pop_fields(NOISE_LEVELS, noise_levels, kwargs, "noise levels")
     if isinstance(weighting, str):
         weighting = _pop_fields(WEIGHTINGS, weighting, kwargs, "weighting")
     if kwargs:
         raise TypeError(f"make_objective: no noise-level distribution or weighting takes {', '.join(kwargs)}")
-    return Objective(noise_levels, weighting)
+    return Objective(noise_levels, weighting, norm)
 
 
 @dataclass(frozen=True)
 class HybridLoss:
     """Improved DDPM's L_hybrid = L_simple + lambda L_vlb, lambda = 0.001 (Nichol & Dhariwal 2021, sec. 3.1).
 
-    t ~ Uniform{1..T}; L_simple is ``weighting`` (default: MSE in the model's output space, eps-MSE for eps);
-    L_vlb is the bound's term at t (``vlb.vlb_term``, bits/dim) with mu_theta from a stop-gradient x0_hat and
-    the learned variance exp(v log beta_t + (1 - v) log beta_tilde_t) (their eq. 15), so it trains only v.
+    t ~ Uniform{1..T}; L_simple is ``weighting`` under ``norm`` (default: MSE in the model's output space, eps-MSE
+    for eps); L_vlb is the bound's term at t (``vlb.vlb_term``, bits/dim) with mu_theta from a stop-gradient x0_hat
+    and the learned variance exp(v log beta_t + (1 - v) log beta_tilde_t) (their eq. 15), so it trains only v.
     L_vlb = sum_t L_t is estimated by T L_t, so the per-sample loss is L_simple + lambda T L_t (their code's
     'num_timesteps / 1000' factor). The model must predict v: a ``Precond(learned_variance=True)`` or a
     ``VarianceDenoiser``.
@@ -237,8 +274,10 @@ class HybridLoss:
     vlb_weight: float = 1e-3
     weighting: Weighting = Simple()
     decoder: str = "discrete"
+    norm: str = "l2"
 
     def __post_init__(self):
+        _check_norm(self.norm)
         if not isinstance(self.schedule, DiscreteSchedule):
             raise TypeError(f"schedule: HybridLoss needs a DiscreteSchedule, got {type(self.schedule).__name__}")
         if not self.vlb_weight >= 0:
@@ -249,7 +288,7 @@ class HybridLoss:
     def terms(self, model, x0: torch.Tensor, index: torch.Tensor, noise: torch.Tensor, cond: Cond = None):
         """(L_simple (B,), L_t in bits/dim (B,)) at level indices ``index`` (B,) with noise ``noise``."""
         sigma = self.schedule.sigmas.to(x0.device)[index].to(x0.dtype)
-        simple, p, x = _weighted_loss(model, x0, sigma, noise, self.weighting, cond)
+        simple, p, x = _weighted_loss(model, x0, sigma, noise, self.weighting, cond, self.norm)
         if p.v is None:
             raise ValueError("HybridLoss needs a model that predicts the variance interpolation v")
         log_var = reverse_log_variance(self.schedule, index, "learned", p.v)

@@ -151,10 +151,22 @@ class ContinuousSchedule(Schedule):
 # Discrete beta schedules
 
 
-def linear_betas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """DDPM's linear betas (Ho et al. 2020, sec. 4), scaled so that other T keep the same endpoints' product."""
-    scale = 1000 / num_steps
-    return torch.linspace(scale * beta_start, scale * beta_end, num_steps, dtype=torch.float64)
+DDPM_BETA_RANGE = (1e-4, 0.02)  # Ho et al. 2020, sec. 4, for T = 1000
+
+
+def linear_betas(num_steps: int = 1000, beta_start: float | None = None, beta_end: float | None = None) -> torch.Tensor:
+    """Betas linear from beta_1 = ``beta_start`` to beta_T = ``beta_end`` over T = ``num_steps`` levels.
+
+    Without a range: DDPM's 1e-4 .. 0.02 (Ho et al. 2020, sec. 4), given for T = 1000 and scaled by 1000 / T for
+    other T (improved DDPM's ``get_named_beta_schedule``), which keeps sum(beta) and so abar_T about the same. A
+    range that is given is used as given, for any T: it names the betas themselves (WaveGrad trains on 1e-6 .. 0.01
+    over T = 1000, Chen et al. 2021; lmnt-com/wavegrad params.py ``noise_schedule``)."""
+    if (beta_start is None) != (beta_end is None):
+        raise ValueError("give both beta_start and beta_end, or neither")
+    if beta_start is None:
+        scale = 1000 / num_steps
+        beta_start, beta_end = scale * DDPM_BETA_RANGE[0], scale * DDPM_BETA_RANGE[1]
+    return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
 
 
 def scaled_linear_betas(num_steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import torch
 
 T = TypeVar("T")
 Generator = torch.Generator | Sequence[torch.Generator] | None
+NoiseFn = Callable[[torch.Tensor], torch.Tensor]  # like -> standard normal noise shaped like it (``randn_like``)
+Noise = Generator | NoiseFn  # what a sampler draws its noise from
 
 
 def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -22,14 +24,24 @@ def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t[(...,) + (None,) * missing]
 
 
-def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+def randn_like(x: torch.Tensor, generator: Noise = None) -> torch.Tensor:
     """Standard normal noise shaped like ``x``.
 
     ``generator`` may be one ``torch.Generator`` for the batch or a sequence with one generator per
     sample (EDM's ``StackedRandomGenerator``): then row ``i`` depends only on ``generator[i]``, so
     sampling seeds [a, b] in one batch gives exactly what sampling a and b one at a time gives.
     Numbers are drawn on each generator's device and moved to ``x``'s (a CPU generator serves a CUDA batch).
+
+    Or a noise function ``noise(x) -> n``: called once per draw, in the caller's order, like a generator advancing
+    its state, so its k-th draw may depend on k and on what the caller knows of each element, e.g. its absolute
+    position in a longer signal that is sampled in pieces (``modalities/audio/chunks.py``). Its result must have
+    ``x``'s shape; it is cast to ``x``'s dtype and device.
     """
+    if callable(generator):
+        noise = generator(x)
+        if noise.shape != x.shape:
+            raise ValueError(f"the noise function gave shape {tuple(noise.shape)} for {tuple(x.shape)}")
+        return noise.to(device=x.device, dtype=x.dtype)
     if generator is None or isinstance(generator, torch.Generator):
         return _draw(torch.randn, x.shape, x, generator)
     if len(generator) != x.shape[0]:

@@ -15,8 +15,7 @@ from .model import DiffusionModel
 
 
 def _setup(model: DiffusionModel, x: torch.Tensor, steps, cond, seed):
-    s = model.sampling
-    sigmas = build_sigmas(model.config, model.schedule, steps or s.steps).to(model.device)
+    sigmas = build_sigmas(model.config, model.schedule, steps, sampling=model.sampling).to(model.device)
     generators = seeded_generators(range(seed, seed + len(x)), device=model.device)
     cond = None if cond is None else {k: torch.as_tensor(v).to(model.device) for k, v in cond.items()}
     return sigmas, generators, cond

@@ -136,7 +136,7 @@ class DiffusionModel:
         p = s.dynamic_threshold if dynamic_threshold is None else dynamic_threshold
         if p > 0:
             denoiser = thresholded(denoiser, p, self.config.data.range)
-        sigmas = build_sigmas(self.config, self.schedule, steps or s.steps, spacing or s.spacing).to(self.device)
+        sigmas = build_sigmas(self.config, self.schedule, steps, spacing, s).to(self.device)
         if stop_sigma is None:
             return draw_samples(denoiser, sigmas, self.example_shape, num, sampler, seed, cond, callback)
         return _stopped_at(denoiser, sigmas, stop_sigma, self.example_shape, num, sampler, seed, cond)

@@ -18,6 +18,7 @@ from typing import Literal
 from .config import Config, ConfigError, registered_options, setting, show
 from .reference import markdown_reference
 
+BETA_RANGE_SCHEDULES = ("linear", "scaled_linear")  # the schedules whose betas diffusion.beta_range sets
 SEED_LIMIT = 2**32 - 1  # seeds are mixed with step numbers into 64-bit generator seeds (train.trainer)
 
 
@@ -101,6 +102,10 @@ class DiffusionConfig(Config):
                             doc="noise schedule, a name in `core.schedules.SCHEDULES`")
     num_steps: int = setting(1000, ge=2, le=10**6, doc="T, the number of levels of a discrete schedule")
     zero_terminal_snr: bool = setting(False, doc="rescale a discrete schedule to SNR 0 at t = T (Lin et al. 2023)")
+    beta_range: tuple[float, float] | None = setting(None, gt=0, lt=1, doc="[beta_1, beta_T] of a \"linear\" or "
+                                                     "\"scaled_linear\" schedule, used as given for any num_steps "
+                                                     "(WaveGrad: [1e-6, 0.01]); \"none\": the schedule's own (linear: "
+                                                     "DDPM's 1e-4 .. 0.02 scaled by 1000 / num_steps)")
     parameterization: str = setting("edm", choices=_core_names("precond", "PARAMETERIZATIONS"),
                                     doc="what the backbone predicts (`core.precond.PARAMETERIZATIONS`)")
     c_noise: str = setting("edm", choices=_core_names("precond", "C_NOISE"),
@@ -114,6 +119,13 @@ class DiffusionConfig(Config):
                           ("learned_variance", self.learned_variance)):  # fmt: skip
             if used:
                 _needs_discrete((key,), getattr(self, key), self.schedule, "schedule")
+        if self.beta_range is not None:
+            if self.schedule not in BETA_RANGE_SCHEDULES:
+                raise ConfigError(("beta_range",), f"{{key}} sets the betas of a \"linear\" or \"scaled_linear\" "
+                                                   f"schedule; {{schedule}} is {show(self.schedule)}")
+            if not self.beta_range[0] <= self.beta_range[1]:
+                raise ConfigError(("beta_range",), f"{{key}} must be [start, end] with start <= end, got "
+                                                   f"{show(list(self.beta_range))}")
         if self.zero_terminal_snr and self.parameterization not in ("v", "x0"):
             raise ConfigError(
                 ("parameterization",),
@@ -144,6 +156,15 @@ class ObjectiveConfig(Config):
     noise_levels: NoiseLevelsConfig = setting(doc="Training noise levels.", factory=NoiseLevelsConfig)
     weighting: WeightingConfig = setting(doc="Loss weighting.", factory=WeightingConfig)
     hybrid_vlb_weight: float = setting(0.0, ge=0, doc="lambda of L_simple + lambda L_vlb (Nichol & Dhariwal 2021)")
+    loss: Literal["l2", "l1"] = setting("l2", doc="norm of the weighted residual sqrt(lambda) (D - x0): \"l2\" its "
+                                                  "mean square, \"l1\" its mean absolute value (with weighting "
+                                                  "\"simple\" and eps: WaveGrad's L1 of the noise, Chen et al. 2021; "
+                                                  "`core.objectives`)")
+
+    def check(self) -> None:
+        if self.task == "classify" and self.loss != "l2":
+            raise ConfigError(("loss",), f"{{key}} = {show(self.loss)} scores a denoiser; {{task}} = \"classify\" "
+                                         f"trains with cross-entropy (leave {{key}} at \"l2\")")
 
 
 @dataclass(frozen=True)
@@ -195,12 +216,21 @@ class SampleConfig(Config):
                            doc="a sampler in `core.samplers.SAMPLERS`")
     steps: int = setting(32, gt=0, le=100_000, doc="sampling steps (the grid has steps + 1 levels ending at 0)")
     spacing: str = setting("karras", choices=_core_names("grids", "GRIDS"), doc="sigma grid, a name in `core.grids.GRIDS`")
+    betas: tuple[float, ...] = setting((), gt=0, lt=1, doc="an explicit few-step schedule beta_1 .. beta_N (WaveGrad's "
+                                       "form): its levels sigma_n = sqrt(1 / abar_n - 1) replace the spacing grid "
+                                       "(`core.grids.betas_to_sigmas`), for any sampler; steps must then be N; [] = "
+                                       "none")
     guidance: float = setting(1.0, ge=0, doc="classifier-free guidance w in D_u + w (D_c - D_u); 1 = conditional only")
     guidance_rescale: float = setting(0.0, ge=0, le=1, doc="phi of guidance rescale (Lin et al. 2023); 0 = off")
     dynamic_threshold: float = setting(0.0, ge=0, lt=1, doc="Imagen's dynamic thresholding at this percentile of "
                                                             "abs(x0_hat) (e.g. 0.995), within data.range; 0 = off")
     num: int = setting(16, gt=0, le=10**7, doc="samples drawn per sampling round")
     seed: int = setting(0, ge=0, le=SEED_LIMIT, doc="seed of the sampling noise (one generator per sample)")
+
+    def check(self) -> None:
+        if self.betas and self.steps != len(self.betas):
+            raise ConfigError(("steps",), f"{{key}} must be {len(self.betas)}, the number of {{betas}}, when they are "
+                                          f"given (they are the grid), got {self.steps}")
 
 
 @dataclass(frozen=True)

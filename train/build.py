@@ -21,15 +21,16 @@ def _core_component(kind: str, choice, engine: dict):
 
 
 def build_objective(cfg: RecipeConfig, schedule: Schedule):
-    """The recipe's loss: noise-level distribution x weighting, or iDDPM's hybrid loss when the variance is learned."""
+    """The recipe's loss: noise-level distribution x weighting x norm, or iDDPM's hybrid loss when the variance is
+    learned."""
     o = cfg.objective
     engine = {"schedule": schedule, "sigma_data": cfg.diffusion.sigma_data}
     if o.task == "classify":
         return NoisyClassification(_core_component("noise_levels", o.noise_levels, engine))
     weighting = _core_component("weighting", o.weighting, engine)
     if o.hybrid_vlb_weight > 0:
-        return HybridLoss(schedule, o.hybrid_vlb_weight, weighting)
-    return Objective(_core_component("noise_levels", o.noise_levels, engine), weighting)
+        return HybridLoss(schedule, o.hybrid_vlb_weight, weighting, norm=o.loss)
+    return Objective(_core_component("noise_levels", o.noise_levels, engine), weighting, o.loss)
 
 
 def build_dataset(cfg: RecipeConfig) -> Dataset:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ..denoiser import Cond, to_d
-from ..utils import Generator, batch_sigma, randn_like
+from ..utils import Noise, batch_sigma, randn_like
 
 StepFn = Callable[[int, torch.Tensor, float, float], tuple[torch.Tensor, torch.Tensor]]
 
@@ -53,8 +53,8 @@ def derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.T
     return to_d(x, batch_sigma(sigma, x), denoised)
 
 
-def add_noise(x: torch.Tensor, std, generator: Generator = None) -> torch.Tensor:
-    """x + std * n with n ~ N(0, I) from ``randn_like`` (per-sample generators allowed); ``std`` a float
+def add_noise(x: torch.Tensor, std, generator: Noise = None) -> torch.Tensor:
+    """x + std * n with n ~ N(0, I) from ``randn_like`` (per-sample generators or a noise function); ``std`` a float
     or a tensor broadcastable to x. A float std of 0 draws nothing."""
     if isinstance(std, float) and std == 0.0:
         return x
@@ -75,7 +75,7 @@ def ancestral_split(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[
 
 
 def ancestral_step(
-    x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, eta: float, generator: Generator
+    x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, eta: float, generator: Noise
 ) -> torch.Tensor:
     """DDIM / ancestral step in sigma form (Song et al. 2021, eq. 12 divided by sqrt(abar_{t-1})):
     x_next = x0_hat + sigma_down * eps_hat + sigma_up * n, where eps_hat = (x - x0_hat) / sigma."""

@@ -5,9 +5,10 @@ Every sampler has the signature
     sampler(denoiser, x, sigmas, *, cond=None, generator=None, callback=None, **options) -> x
 
 ``x`` is the starting point at ``sigmas[0]`` (for pure noise: ``sigmas[0] * randn``), ``sigmas`` a
-descending 1-D tensor ending at 0, ``generator`` one ``torch.Generator`` or one per sample
-(``polydiff.core.utils.randn_like``), and ``callback`` receives a dict with ``i``, ``x``, ``sigma``,
-``sigma_next`` and ``denoised`` after each step. Samplers keep no state and show no progress bars.
+descending 1-D tensor ending at 0, ``generator`` one ``torch.Generator``, one per sample or a noise function
+``noise(like) -> n`` called once per draw (``polydiff.core.utils.randn_like``), and ``callback`` receives a dict
+with ``i``, ``x``, ``sigma``, ``sigma_next`` and ``denoised`` after each step. Samplers keep no state and show no
+progress bars.
 """
 
 from __future__ import annotations

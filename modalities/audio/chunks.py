@@ -6,14 +6,14 @@ the waveforms are joined by crossfading across each overlap of ``overlap * hop``
 equal power (cos, sin of pi u / 2). The network never sees more than ``chunk`` frames, so memory is bounded by
 the chunk and the batch, not by the input's length.
 
-The starting noise of waveform sample n of input i comes from a generator seeded by (seed + i, n // NOISE_BLOCK),
-not from the chunk: every chunk covering sample n starts from the same number there (EDM's per-sample RNG taken
-down to the sample; Karras et al. 2022). A denoiser with a finite receptive field (WaveGrad: about 5 frames each
-way per call, about steps x 5 over a run) and a deterministic sampler then give chunks equal to the whole-input
-result wherever they are farther than that from their own edges, and the crossfade joins two agreeing signals:
-``overlap`` should exceed twice that reach. Stochastic samplers also draw noise at every step; the core's samplers
-take generators, not a noise function, so those draws come from per-chunk generators (seed + i, chunk number) and
-the chunks agree only in their starting noise.
+Noise is drawn by absolute sample index, not by chunk: draw k of waveform sample n of input i (k = 0 the starting
+noise, k >= 1 the sampler's k-th draw) comes from a generator seeded by (seed + i, k, n // NOISE_BLOCK), and a
+stochastic sampler (ddpm, euler_ancestral, ...) draws through a noise function (``PositionNoise``, the "noise
+function" of ``core.utils.randn_like``), so every chunk covering sample n draws the same numbers there at every
+step (EDM's per-sample RNG taken down to the sample; Karras et al. 2022). A denoiser with a finite receptive field
+(WaveGrad: about 5 frames each way per call, about steps x 5 over a run) then gives chunks equal to the whole-input
+result wherever they are farther than that from their own edges, with any sampler, and the crossfade joins two
+agreeing signals: ``overlap`` should exceed twice that reach.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ...core.utils import NoiseFn
+from ...data.transforms import example_seed
+
 NOISE_BLOCK = 4096  # waveform samples per noise generator
 CROSSFADES = ("linear", "equal_power")
-_STEP_STREAM = 2**30  # offset of the per-chunk step-noise seeds from the starting-noise blocks'
 
-# (mel (B, n_mels, frames), starting noise (B, 1, frames * hop), one generator per chunk) -> waveforms (B, 1, T)
-ChunkSampler = Callable[[torch.Tensor, torch.Tensor, list], torch.Tensor]
+# (mel (B, n_mels, frames), starting noise (B, 1, frames * hop), the noise function of the sampler's draws)
+#   -> waveforms (B, 1, frames * hop)
+ChunkSampler = Callable[[torch.Tensor, torch.Tensor, NoiseFn], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -60,15 +63,33 @@ def plan_chunks(frames: Sequence[int], chunk: int, overlap: int) -> list[Chunk]:
     return chunks
 
 
-def block_noise(seed: int, start: int, stop: int) -> torch.Tensor:
-    """Standard normal noise (stop - start,) for samples [start, stop) of the utterance of ``seed``: block b of
-    ``NOISE_BLOCK`` samples is drawn from a generator seeded seed * 2^31 + b, so any slice equals the same slice of
-    the whole utterance's noise. Drawn on the CPU in float32 (the same numbers on every device)."""
+def block_noise(seed: int, start: int, stop: int, draw: int = 0) -> torch.Tensor:
+    """Standard normal noise (stop - start,) for samples [start, stop) of draw ``draw`` of the utterance of ``seed``:
+    block b of ``NOISE_BLOCK`` samples is drawn from a generator seeded by hashing (seed, draw, b), so any slice
+    equals the same slice of the whole utterance's noise. Drawn on the CPU in float32 (the same numbers on every
+    device)."""
     first, last = start // NOISE_BLOCK, -(-stop // NOISE_BLOCK)
-    blocks = [torch.randn(NOISE_BLOCK, generator=torch.Generator().manual_seed(seed * 2**31 + b))
+    blocks = [torch.randn(NOISE_BLOCK, generator=torch.Generator().manual_seed(example_seed(seed, draw, b)))
               for b in range(first, last)]
     offset = start - first * NOISE_BLOCK
     return torch.cat(blocks)[offset: offset + stop - start] if blocks else torch.zeros(0)
+
+
+class PositionNoise:
+    """The noise of a batch of chunks by absolute sample index: chunk j covers samples spans[j] of the utterance of
+    seeds[j]. ``draw(k)`` is draw k of every chunk, (B, 1, T); called as a noise function (``core.utils.randn_like``)
+    the k-th call returns draw k (k = 1, 2, ...; draw 0 is the starting noise), so a sampler's k-th draw is the same
+    function of (utterance, k, sample index) in every chunk and in the whole input."""
+
+    def __init__(self, seeds: Sequence[int], spans: Sequence[tuple[int, int]]):
+        self.seeds, self.spans, self.draws = list(seeds), list(spans), 0
+
+    def draw(self, k: int) -> torch.Tensor:
+        return torch.stack([block_noise(s, a, b, k) for s, (a, b) in zip(self.seeds, self.spans)])[:, None]  # (B, 1, T)
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        self.draws += 1
+        return self.draw(self.draws)
 
 
 def fades(length: int, crossfade: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,10 +136,8 @@ def vocode_chunks(sample: ChunkSampler, mels: Sequence[torch.Tensor], hop: int, 
             for i in range(0, len(group), batch):
                 part = group[i: i + batch]
                 mel = torch.stack([mels[c.item][:, c.start: c.stop] for c in part]).to(device)  # (B, n_mels, frames)
-                noise = torch.stack([block_noise(seed + c.item, c.start * hop, c.stop * hop) for c in part])
-                generators = [torch.Generator().manual_seed((seed + c.item) * 2**31 + _STEP_STREAM + c.number)
-                              for c in part]
-                waves = sample(mel, noise[:, None].to(device), generators)  # (B, T) -> (B, 1, T)
+                noise = PositionNoise([seed + c.item for c in part], [(c.start * hop, c.stop * hop) for c in part])
+                waves = sample(mel, noise.draw(0).to(device), noise)  # (B, 1, T)
                 for c, wave in zip(part, waves[:, 0].float().cpu()):
                     weights = chunk_weights(c, c.number == last[c.item], overlap, hop, crossfade)
                     out[c.item][c.start * hop: c.stop * hop] += weights * wave

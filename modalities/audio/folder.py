@@ -6,7 +6,8 @@ Files are read with soundfile, mixed to mono and resampled to the mel config's s
 differs. Each file is cut into windows of ``window`` samples (overlapping evenly so that all of it is covered; a
 shorter file is one window); one window is one example (``segments``: x is a segment of it, with its mel). A file
 that cannot be read, holds no samples, is shorter than one FFT window or is silent (peak below ``silence``) is
-skipped and counted like any unreadable file (``data.folder.FileDataset``).
+skipped and counted like any unreadable file (``data.folder.FileDataset``). ``ljspeech`` with ``speak`` > 0 first
+speaks a corpus into a root that has no metadata.csv (``speech.make_speech_corpus``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class LJSpeechOptions(AudioOptions):
 
     root: str = setting("data", doc="the corpus folder: metadata.csv (lines of id, text and normalized text, "
                                     "separated by vertical bars) and wavs/<id>.wav")
+    speak: int = setting(0, ge=0, le=100_000, doc="when > 0 and root has no metadata.csv: first write this many "
+                                                  "sentences there, spoken by espeak-ng at the mel config's sample "
+                                                  "rate (modalities/audio/speech.py, seed 0), so that a recipe runs "
+                                                  "on a fresh machine; 0: the corpus must exist")
 
 
 @dataclass(frozen=True)
@@ -200,10 +205,26 @@ def read_metadata(root: Path) -> tuple[list[Path], list[str]]:
     return files, texts
 
 
+def speak_corpus(root: Path, sentences: int, rate: int) -> None:
+    """Write a spoken corpus of ``sentences`` sentences at ``rate`` Hz into ``root`` (``speech.make_speech_corpus``,
+    seed 0), saying so in one line; a folder that cannot be written is a ``UserError``."""
+    from .speech import make_speech_corpus
+
+    print(f"polydiff: {root} has no metadata.csv: speaking {sentences} sentences into it at {rate} Hz first "
+          f"(data.options.speak)", file=sys.stderr, flush=True)
+    try:
+        make_speech_corpus(root, sentences, rate, seed=0)
+    except OSError as err:
+        raise UserError(f"data.options.speak: cannot write a corpus in {root} ({err})") from None
+
+
 @register_dataset("ljspeech", LJSpeechOptions)
 def ljspeech(options: LJSpeechOptions, seed: int) -> AudioClips:
-    """The clips of ``metadata.csv`` (a listed clip missing from wavs/ is skipped and counted when read)."""
+    """The clips of ``metadata.csv`` (a listed clip missing from wavs/ is skipped and counted when read); with
+    ``speak``, a corpus spoken on the machine first when root has none."""
     root = Path(options.root).expanduser()
+    if options.speak and not root.is_file() and not (root / "metadata.csv").exists():
+        speak_corpus(root, options.speak, options.sample_rate)
     files, texts = read_metadata(root)
     dataset = AudioClips(files, None, root, None, options)
     dataset.texts = dict(zip(files, texts))  # normalized text by file, for models that need it

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ...commands.arguments import name, positive_int, seed
+from ...core.grids import GRIDS, betas_to_sigmas
 from ...errors import UserError
 from ...registry import register_command
 from .chunks import CROSSFADES, ChunkSampler, vocode_chunks
@@ -27,6 +28,16 @@ from .mel import MelConfig
 from .mel_input import LAYOUTS, LOG_BASES, read_mel, read_wav
 
 FEATURES = "mel_features"  # the cond key of the cached mel path
+
+
+def _beta(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text}")
+    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -63,34 +74,22 @@ def mel_config_of(model) -> MelConfig:
     return config
 
 
-def betas_to_sigmas(betas: list[float]) -> torch.Tensor:
-    """A sampling grid from a short beta schedule beta_1..beta_N, as WaveGrad's few-iteration schedules are given
-    (Chen et al. 2021, sec. 4; lmnt-com/wavegrad noise_schedule.npy): abar_n = prod_{i<=n} (1 - beta_i), sigma_n =
-    sqrt((1 - abar_n) / abar_n), descending, then 0. The DDPM sampler over it is their N-step chain."""
-    if not betas or not all(0 < b < 1 for b in betas):
-        raise UserError(f"--betas: expected numbers in (0, 1), got {betas}")
-    abar = torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)
-    return torch.cat([((1 - abar) / abar).sqrt().flip(0), torch.zeros(1, dtype=torch.float64)]).float()
-
-
 def chunk_sampler(model, *, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
                   sigmas: torch.Tensor | None = None) -> ChunkSampler:
-    """A ``chunks.ChunkSampler`` for ``model``: its sampling defaults unless given (``sigmas``: an explicit grid
-    ending at 0, instead of steps and spacing), x0_hat clipped to data.range, the mel path cached per chunk when
-    the backbone splits it."""
-    from ...core.grids import GRIDS
+    """A ``chunks.ChunkSampler`` for ``model``: its sampling defaults (sample.betas, or steps and spacing) unless
+    given (``pipeline.build.build_sigmas``; ``sigmas``: an explicit grid ending at 0), x0_hat clipped to data.range,
+    the mel path cached per chunk when the backbone splits it, the sampler's noise drawn by sample position."""
     from ...core.precond import Precond
     from ...core.samplers import SAMPLERS
     from ...pipeline.build import build_sigmas
 
-    s = model.sampling
-    sampler, spacing = sampler or s.sampler, spacing or s.spacing
+    sampler = sampler or model.sampling.sampler
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: unknown sampler {sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
-    if spacing not in GRIDS:
+    if spacing is not None and spacing not in GRIDS:
         raise UserError(f"--spacing: unknown spacing {spacing!r}; known: {', '.join(sorted(GRIDS))}")
     if sigmas is None:
-        sigmas = build_sigmas(model.config, model.schedule, steps or s.steps, spacing)
+        sigmas = build_sigmas(model.config, model.schedule, steps, spacing, model.sampling)
     sigmas = sigmas.to(model.device, torch.float32)
     run, (lo, hi), denoiser = SAMPLERS[sampler], model.config.data.range, model.denoiser
     backbone = denoiser.backbone
@@ -103,9 +102,9 @@ def chunk_sampler(model, *, sampler: str | None = None, steps: int | None = None
         return denoiser(x, sigma, cond).clamp(lo, hi)
 
     @torch.no_grad()
-    def sample(mel: torch.Tensor, noise: torch.Tensor, generators: list) -> torch.Tensor:
+    def sample(mel: torch.Tensor, start: torch.Tensor, noise) -> torch.Tensor:
         cond = {FEATURES: backbone.encode_mel(mel)} if cached else {"mel": mel}
-        return run(clipped, sigmas[0] * noise, sigmas, cond=cond, generator=generators)
+        return run(clipped, sigmas[0] * start, sigmas, cond=cond, generator=noise)
 
     return sample
 
@@ -146,8 +145,9 @@ def _arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", type=name, default=None, help="a sampler of core.samplers (default: the model's)")
     p.add_argument("--spacing", type=name, default=None, help="a sigma grid of core.grids (default: the model's)")
-    p.add_argument("--betas", type=float, nargs="+", default=None, metavar="BETA", help="an explicit few-step "
-                   "schedule beta_1 .. beta_N (WaveGrad's form), instead of --steps and --spacing")
+    p.add_argument("--betas", type=_beta, nargs="+", default=None, metavar="BETA", help="an explicit few-step "
+                   "schedule beta_1 .. beta_N (WaveGrad's form), instead of --steps and --spacing (default: the "
+                   "model's sample.betas, if any)")
     p.add_argument("--seed", type=seed, default=0, help="noise seed; input i uses seed + i")
     p.add_argument("--mel-log", choices=LOG_BASES, default=None, help="the log base of the --mel files (default: "
                                                                       "what a .pt declares, else the model's)")

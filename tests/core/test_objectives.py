@@ -166,6 +166,67 @@ def test_simple_is_the_mse_in_each_output_space():
 
 
 # ---------------------------------------------------------------------------------------------------
+# The L1 norm of the same weighted residual
+
+
+class KnownOutput(nn.Module):
+    """A backbone that outputs a given tensor (B, *S) whatever its input: a known prediction."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x_in, c_noise, cond):
+        return self.out
+
+
+def test_l1_of_a_known_eps_prediction_is_the_mean_absolute_error_of_eps():
+    """WaveGrad's loss ||eps - eps_theta||_1 (Chen et al. 2021, Algorithm 1), as a mean over elements: with eps
+    prediction and 'simple' weighting, a backbone that predicts eps_theta scores mean|eps - eps_theta| (and
+    mean (eps - eps_theta)^2 under 'l2'), by hand, at every noise level."""
+    g = torch.Generator().manual_seed(0)
+    x0, noise, eps_theta = (torch.randn(5, *SHAPE, generator=g) for _ in range(3))
+    sigma = torch.tensor([0.01, 0.1, 1.0, 10.0, 100.0])
+    model = Precond(KnownOutput(eps_theta), "eps", c_noise=lambda s: s)
+    l1 = O.denoising_loss(model, x0, sigma, noise, O.Simple(), norm="l1")
+    torch.testing.assert_close(l1, (noise - eps_theta).abs().mean(dim=(1, 2)))
+    l2 = O.denoising_loss(model, x0, sigma, noise, O.Simple())
+    torch.testing.assert_close(l2, (noise - eps_theta).pow(2).mean(dim=(1, 2)))
+
+
+@pytest.mark.parametrize("parameterization", PARAMS)
+def test_l1_keeps_each_weightings_meaning_in_every_parameterization(parameterization):
+    """'l1' is the mean |sqrt(lambda) (D - x0)|: under 'snr' the L1 of eps, (x - D) / sigma against the noise,
+    and under 'min_snr' sqrt(min(SNR, gamma)) |D - x0|, whatever the network predicts."""
+    denoiser = _offset(_gaussian())
+    model = _precond(denoiser, parameterization)
+    x0 = _data(len(SIGMAS) * 16, seed=3)
+    sigma = SIGMAS.repeat_interleave(16)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
+    x = x0 + append_dims(sigma, x0.ndim) * noise
+    error = denoiser(x, sigma) - x0
+    eps_l1 = (x0_to_eps(denoiser(x, sigma), x, sigma) - noise).abs().flatten(1).mean(1)
+    snr = O.denoising_loss(model, x0, sigma, noise, O.SNRWeighting(), norm="l1")
+    torch.testing.assert_close(snr, eps_l1, rtol=1e-6, atol=1e-12)
+    min_snr = O.denoising_loss(model, x0, sigma, noise, O.MinSNR(5.0), norm="l1")
+    expected = sigma.pow(-2).clamp(max=5.0).sqrt() * error.abs().flatten(1).mean(1)
+    torch.testing.assert_close(min_snr, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_the_norm_is_checked_and_routed():
+    with pytest.raises(ValueError, match="norm must be one of l2, l1"):
+        O.Objective(LogNormal(), O.Simple(), "l3")
+    with pytest.raises(ValueError, match="norm"):
+        O.HybridLoss(make_schedule("cosine", num_steps=10), norm="abs")
+    assert O.make_objective("lognormal", "simple", norm="l1").norm == "l1"
+    model, x0 = _precond(_offset(_gaussian()), "eps"), _data(4)
+    objective = O.make_objective("lognormal", "simple", norm="l1")
+    draws = objective.draw(x0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(objective.loss(model, x0, draws),
+                               O.denoising_loss(model, x0, draws["sigma"], draws["noise"], O.Simple(), norm="l1"))
+
+
+# ---------------------------------------------------------------------------------------------------
 # The exact denoiser is the minimiser
 
 

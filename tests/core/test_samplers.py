@@ -161,6 +161,27 @@ def test_per_sample_generators(case):
         assert torch.equal(both[row : row + 1], alone)
 
 
+@pytest.mark.parametrize("case", [(n, {}) for n in DETERMINISTIC] + STOCHASTIC_CASES, ids=case_id)
+def test_a_noise_function_serves_as_the_generator(case):
+    """``randn_like``'s noise function: given noise(like) = the generator's next draw, a sampler returns exactly
+    what it returns with the generator (the same calls, shapes and order), so a caller may supply per-step noise
+    from anywhere (e.g. by absolute position); a deterministic sampler never calls it."""
+    name, options = case
+    options = {**CONTRACT_OPTIONS.get(name, {}), **options}
+    mixture = make_mixture("mixture", (2, 3))
+    sigmas = karras_sigmas(8, SIGMA_MIN, SIGMA_MAX)
+    x = mixture.prior(3, float(sigmas[0]), torch.Generator().manual_seed(0))
+    with_generator = SAMPLERS[name](mixture, x, sigmas, generator=torch.Generator().manual_seed(1), **options)
+    g, shapes = torch.Generator().manual_seed(1), []
+
+    def noise(like):
+        shapes.append(like.shape)
+        return torch.randn(like.shape, generator=g, dtype=like.dtype)
+
+    assert torch.equal(SAMPLERS[name](mixture, x, sigmas, generator=noise, **options), with_generator)
+    assert all(shape == x.shape for shape in shapes) and bool(shapes) == (name in STOCHASTIC or bool(case[1]))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Deterministic samplers: convergence to the exact PF-ODE solution
 

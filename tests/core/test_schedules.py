@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from polydiff.core.grids import GRIDS, karras_sigmas, sampling_sigmas, time_uniform_sigmas
+from polydiff.core.grids import GRIDS, betas_to_sigmas, karras_sigmas, sampling_sigmas, time_uniform_sigmas
 from polydiff.core.schedules import (
     SCHEDULES,
     DiscreteSchedule,
@@ -46,6 +46,33 @@ def test_linear_schedule_matches_ddpm():
     torch.testing.assert_close(schedule.alphas_cumprod, torch.cumprod(1 - betas, 0))
     # Ho et al. 2020: abar_T is about 4e-5 for the linear schedule (sec. 4, "L_T ~ 1e-5 bits").
     assert 1e-5 < float(schedule.alphas_cumprod[-1]) < 1e-4
+
+
+def test_an_explicit_beta_range_is_used_as_given_for_any_number_of_levels():
+    for T in (1000, 50):
+        betas = linear_betas(T, 1e-6, 0.01)  # WaveGrad's training range
+        assert len(betas) == T and float(betas[0]) == 1e-6 and float(betas[-1]) == pytest.approx(0.01, rel=1e-12)
+        schedule = make_schedule("linear", num_steps=T, beta_start=1e-6, beta_end=0.01)
+        torch.testing.assert_close(schedule.alphas_cumprod, torch.cumprod(1 - betas, 0), rtol=0, atol=0)
+    assert make_schedule("linear", beta_start=1e-6, beta_end=0.01).sigma_max == pytest.approx(12.2473, abs=1e-4)
+    # without a range, DDPM's 1e-4 .. 0.02 is for T = 1000 and scales by 1000 / T
+    torch.testing.assert_close(linear_betas(50), torch.linspace(2e-3, 0.4, 50, dtype=torch.float64), rtol=0, atol=0)
+    scaled = make_schedule("scaled_linear", num_steps=10, beta_start=1e-4, beta_end=0.04)
+    torch.testing.assert_close(scaled.betas[[0, -1]], torch.tensor([1e-4, 0.04], dtype=torch.float64))
+    with pytest.raises(ValueError, match="both"):
+        linear_betas(10, beta_start=1e-4)
+
+
+def test_a_beta_schedule_is_a_grid_of_its_sigmas():
+    betas = torch.linspace(1e-6, 0.01, 1000, dtype=torch.float64)
+    grid = betas_to_sigmas(betas.tolist())
+    assert grid.dtype == torch.float64 and grid.shape == (1001,) and float(grid[-1]) == 0
+    torch.testing.assert_close(grid[:-1].flip(0), DiscreteSchedule.from_betas(betas).sigmas)
+    few = betas_to_sigmas([0.5, 0.5])  # abar = 1/2, 1/4: sigma = sqrt(1 / abar - 1) = sqrt(3), 1
+    torch.testing.assert_close(few, torch.tensor([3**0.5, 1.0, 0.0], dtype=torch.float64))
+    for bad in ([], [0.1, 1.5], [0.0], [[0.1]]):
+        with pytest.raises(ValueError, match="betas"):
+            betas_to_sigmas(bad)
 
 
 def test_cosine_schedule_closed_form_and_clip():

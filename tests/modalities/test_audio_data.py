@@ -71,6 +71,25 @@ def test_a_made_corpus_has_ljspeech_layout_and_loads(tmp_path, source):
     assert item["x"].shape == (1, 8192) and item["cond"]["mel"].shape == (80, 32) and SKIPPED not in item
 
 
+def test_speak_writes_a_corpus_into_a_root_without_one_once_and_says_so(tmp_path, capsys):
+    root = tmp_path / "fresh" / "speech"
+    options = LJSpeechOptions(root=str(root), speak=2, mel_preset="hifigan_22k", segment=8192)
+    data = ljspeech(options, 0)
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and f"{root} has no metadata.csv: speaking 2 sentences" in said and "22050 Hz" in said
+    lines = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and len(data) >= 2 and soundfile.info(str(root / "wavs" / "SP0001.wav")).samplerate == 22050
+    reference = speech.make_speech_corpus(tmp_path / "reference", 2, 22050, seed=0)  # the deterministic seed 0
+    assert lines == (reference / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    stamp = (root / "metadata.csv").stat().st_mtime_ns
+    ljspeech(options, 1)  # a corpus is there now: nothing is spoken again
+    assert capsys.readouterr().err == "" and (root / "metadata.csv").stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="does not exist"):  # without speak, a missing corpus stays an error
+        ljspeech(LJSpeechOptions(root=str(tmp_path / "none"), mel_preset="hifigan_22k", segment=8192), 0)
+    with pytest.raises(ConfigError, match="'speak' must be >= 0"):
+        LJSpeechOptions(speak=-1)
+
+
 def test_speech_falls_back_to_the_program_then_to_the_synthetic_voice(tmp_path, monkeypatch):
     def no_library():
         raise OSError("no libespeak-ng here")

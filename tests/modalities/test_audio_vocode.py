@@ -17,10 +17,10 @@ from polydiff.cli import main
 from polydiff.commands.train import RECIPES_DIR
 from polydiff.errors import UserError
 from polydiff.modalities.audio import speech
-from polydiff.modalities.audio.chunks import plan_chunks
+from polydiff.modalities.audio.chunks import PositionNoise, plan_chunks
 from polydiff.modalities.audio.mel import mel_spectrogram
 from polydiff.modalities.audio.mel_input import read_mel, read_wav
-from polydiff.modalities.audio.vocode import betas_to_sigmas, vocode_mels
+from polydiff.modalities.audio.vocode import vocode_mels
 from polydiff.pipeline import DiffusionModel
 from polydiff.recipes.files import load_recipe
 from polydiff.train.trainer import train
@@ -61,6 +61,8 @@ def test_each_recipe_trains_a_step_stores_its_mel_config_and_vocodes(name, corpu
     model = DiffusionModel.from_pretrained(result.model_dir)
     config = model.config.data.options.mel_config  # the model folder keeps the recipe, mel config included
     assert config == cfg.data.options.mel_config and model.sampling.steps == 6
+    # the paper's training betas reached the schedule (sigma_max 12.2), its 6 sampling betas the sampling defaults
+    assert model.schedule.sigma_max == pytest.approx(12.2473, abs=1e-4) and len(model.sampling.betas) == 6
     given = read_wav(corpus / "wavs" / "SP0002.wav", config).mel[:, :12]
     (wave,) = vocode_mels(model, [given])
     assert wave.shape == (12 * config.hop_length,) and torch.isfinite(wave).all() and wave.abs().max() <= 1
@@ -81,7 +83,9 @@ def test_an_untrained_wavegrad_samples_bounded_where_unclipped_sampling_diverges
     assert torch.isfinite(wave).all() and wave.abs().max() <= 1
 
 
-def test_chunked_vocoding_equals_whole_input_away_from_the_seams_and_keeps_memory_bounded(tiny, mel, monkeypatch):
+@pytest.mark.parametrize("sampler", ["euler", "ddpm"])  # deterministic, and stochastic: noise drawn at each step
+def test_chunked_vocoding_equals_whole_input_away_from_the_seams_and_keeps_memory_bounded(tiny, mel, monkeypatch,
+                                                                                          sampler):
     hop, chunk, overlap = 200, 30, 12  # a network call reaches ~4 frames each way: 2 calls ~ 8 < 12
     backbone, seen = tiny.denoiser.backbone, []
     decode = backbone.decode
@@ -92,7 +96,7 @@ def test_chunked_vocoding_equals_whole_input_away_from_the_seams_and_keeps_memor
 
     monkeypatch.setattr(backbone, "decode", watched)
     sigmas = torch.tensor([0.1, 0.02, 0.0])  # low noise: an untrained model's x0_hat is not all clipped there
-    options = dict(sampler="euler", sigmas=sigmas, seed=3)
+    options = dict(sampler=sampler, sigmas=sigmas, seed=3)  # ddpm draws its step 0.1 -> 0.02 (std ~0.02)
     whole = vocode_mels(tiny, [mel], chunk=1000, **options)[0]
     seen.clear()
     chunked = vocode_mels(tiny, [mel], chunk=chunk, overlap=overlap, batch=2, **options)[0]
@@ -108,17 +112,26 @@ def test_chunked_vocoding_equals_whole_input_away_from_the_seams_and_keeps_memor
     assert (hard - whole).abs().max() > 1e-3  # near their edges the chunks see other context: the test can fail
     pair = vocode_mels(tiny, [mel[:, :40], mel], chunk=chunk, overlap=overlap, **{**options, "seed": 2})
     torch.testing.assert_close(pair[1], chunked, atol=1e-5, rtol=0)  # input i uses seed + i, whatever the batch
+    if sampler == "ddpm":  # the step's noise matters: another seed's differs away from the seams too
+        other = vocode_mels(tiny, [mel], chunk=chunk, overlap=overlap, batch=2, **{**options, "seed": 4})[0]
+        assert (other[away] - chunked[away]).abs().max() > 1e-3
 
 
-def test_a_beta_schedule_is_a_grid_of_its_sigmas():
-    from polydiff.core.schedules import DiscreteSchedule
+def test_position_noise_is_a_function_of_utterance_draw_and_sample_index():
+    """A batch of chunks draws, at every call, the slices of its utterances' noise of that draw: the same numbers
+    whatever the chunking, and new numbers at each draw (a noise function for core.utils.randn_like)."""
+    from polydiff.core.utils import randn_like
 
-    betas = torch.linspace(1e-6, 0.01, 1000, dtype=torch.float64)  # the paper's training schedule: sigma_max 12.2
-    grid = betas_to_sigmas(betas.tolist())
-    torch.testing.assert_close(grid[:-1].flip(0), DiscreteSchedule.from_betas(betas).sigmas.float())
-    assert grid[-1] == 0 and grid[0] == pytest.approx(12.247, abs=1e-3)
-    with pytest.raises(UserError, match="--betas"):
-        betas_to_sigmas([0.1, 1.5])
+    whole, parts = PositionNoise([5], [(0, 9000)]), PositionNoise([5, 5], [(1000, 5096), (4000, 8096)])
+    like_whole, like_parts = torch.empty(1, 1, 9000), torch.empty(2, 1, 4096)
+    draws_whole = [whole.draw(0)] + [randn_like(like_whole, whole) for _ in range(3)]
+    draws_parts = [parts.draw(0)] + [randn_like(like_parts, parts) for _ in range(3)]
+    for w, p in zip(draws_whole, draws_parts):
+        assert torch.equal(p[0, 0], w[0, 0, 1000:5096]) and torch.equal(p[1, 0], w[0, 0, 4000:8096])
+    assert not torch.allclose(draws_whole[1], draws_whole[2]) and not torch.allclose(draws_whole[0], draws_whole[1])
+    assert not torch.allclose(PositionNoise([6], [(0, 9000)]).draw(1), draws_whole[1])  # another utterance
+    with pytest.raises(ValueError, match="shape"):
+        randn_like(torch.empty(1, 1, 100), whole)
 
 
 @pytest.mark.parametrize("shape, note", [((80, 37), "bins x frames"), ((37, 80), "frames x bins"),
@@ -229,6 +242,10 @@ def test_the_vocode_command_writes_wavs_and_refuses_a_bad_file_in_one_line(tiny,
                  "--out", str(tmp_path / "one.wav"), "--device", "cpu"]) == 0
     assert soundfile.info(str(tmp_path / "one.wav")).samplerate == 16000
     capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["vocode", model_dir, "--wav", "x.wav", "--betas", "0.1", "1.5", "--out", str(tmp_path / "two.wav")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "--betas" in err and "(0, 1)" in err
     np.save(tmp_path / "bad.npy", np.zeros((7, 9), np.float32))
     code = main(["vocode", model_dir, "--mel", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "x.wav")])
     err = capsys.readouterr().err.strip()

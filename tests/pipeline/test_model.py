@@ -3,11 +3,13 @@ accelerate; a one-stage pipeline equals its model; stages see the previous stage
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from polydiff.pipeline import DiffusionModel, Pipeline, Stage
@@ -55,3 +57,52 @@ def test_a_later_stage_sees_the_previous_one_only_through_cond():
     torch.testing.assert_close(seen[0], base.sample(6, seed=1), rtol=0, atol=0)
     labels = (seen[0][:, 0] > 0).long()
     torch.testing.assert_close(out, second.sample(6, seed=1, steps=2, cond={"class_labels": labels}), rtol=0, atol=0)
+
+
+def test_sample_betas_are_the_grid_unless_other_steps_or_a_spacing_are_asked_for(tmp_path):
+    from polydiff.core.grids import betas_to_sigmas, sampling_sigmas
+    from polydiff.pipeline.build import build_sigmas
+
+    betas = [1e-3, 0.1, 0.5]
+    cfg = load_recipe(RECIPE, ["model.options.hidden=16", "model.options.depth=1", "sample.steps=3",
+                               f"sample.betas={betas}"])
+    torch.manual_seed(0)
+    model = DiffusionModel.build(cfg, (2,))
+    grid = betas_to_sigmas(betas).float()
+    for steps in (None, 3):
+        torch.testing.assert_close(build_sigmas(cfg, model.schedule, steps), grid, rtol=0, atol=0)
+    torch.testing.assert_close(build_sigmas(cfg, model.schedule, 5), sampling_sigmas(model.schedule, 5).float())
+    torch.testing.assert_close(build_sigmas(cfg, model.schedule, spacing="logsnr"),
+                               sampling_sigmas(model.schedule, 3, "logsnr").float())
+    seen = []
+    model.sample(2, sampler="euler", callback=lambda state: seen.append(state["sigma"]))
+    assert seen == grid[:-1].tolist()
+    folder = model.save_pretrained(tmp_path / "m")  # the model folder's sampling section decides, as a user edits it
+    doc = json.loads((folder / "config.json").read_text())
+    doc["sampling"]["betas"] = []
+    (folder / "config.json").write_text(json.dumps(doc))
+    seen.clear()
+    DiffusionModel.from_pretrained(folder).sample(2, sampler="euler", callback=lambda s: seen.append(s["sigma"]))
+    assert seen == sampling_sigmas(model.schedule, 3).float()[:-1].tolist()
+
+
+def test_a_model_folder_saved_before_the_wavegrad_keys_loads_and_samples_the_same(tmp_path):
+    from polydiff.core.schedules import make_schedule
+    from polydiff.pipeline.build import build_schedule
+
+    folder = tiny_model().save_pretrained(tmp_path / "m")
+    now = DiffusionModel.from_pretrained(folder).sample(3, seed=4)
+    doc = json.loads((folder / "config.json").read_text())
+    for section, key in (("diffusion", "beta_range"), ("objective", "loss"), ("sample", "betas")):
+        del doc["config"][section][key]
+    del doc["sampling"]["betas"]
+    (folder / "config.json").write_text(json.dumps(doc))
+    old = DiffusionModel.from_pretrained(folder)
+    assert old.config.diffusion.beta_range is None and old.sampling.betas == () and old.config.objective.loss == "l2"
+    torch.testing.assert_close(old.sample(3, seed=4), now, rtol=0, atol=0)
+    # a discrete schedule without a range is exactly the one before the key existed
+    linear = load_recipe(RECIPE, ["diffusion.schedule=linear", "diffusion.num_steps=100"])
+    torch.testing.assert_close(build_schedule(linear).sigmas, make_schedule("linear", num_steps=100).sigmas,
+                               rtol=0, atol=0)
+    wavegrad = load_recipe(RECIPE, ["diffusion.schedule=linear", "diffusion.beta_range=[1e-6, 0.01]"])
+    assert build_schedule(wavegrad).sigma_max == pytest.approx(12.2473, abs=1e-4)

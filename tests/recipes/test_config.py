@@ -164,10 +164,37 @@ def test_unreadable_and_malformed_files(tmp_path):
         (["diffusion.schedule=linear", "diffusion.zero_terminal_snr=true"], "'diffusion.parameterization' must be "
          "\"v\" or \"x0\" with 'diffusion.zero_terminal_snr' (eps is undefined at SNR 0; Lin et al. 2023, sec. 3.2), "
          "got \"edm\""),
+        (["diffusion.beta_range=[1e-6, 0.01]"], "'diffusion.beta_range' sets the betas of a \"linear\" or "
+         "\"scaled_linear\" schedule; 'diffusion.schedule' is \"edm\""),
+        (["diffusion.schedule=cosine", "diffusion.beta_range=[1e-6, 0.01]"], "'diffusion.beta_range' sets the betas "
+         "of a \"linear\" or \"scaled_linear\" schedule; 'diffusion.schedule' is \"cosine\""),
+        (["diffusion.schedule=linear", "diffusion.beta_range=[0.01, 1e-6]"], "'diffusion.beta_range' must be "
+         "[start, end] with start <= end, got [0.01, 1e-06]"),
+        (["diffusion.schedule=linear", "diffusion.beta_range=[1e-6, 1.0]"], "'diffusion.beta_range[1]' must be < 1, "
+         "got 1.0"),
+        (["sample.betas=[1e-4, 0.01, 0.2]"], "'sample.steps' must be 3, the number of 'sample.betas', when they are "
+         "given (they are the grid), got 18"),
+        (["sample.betas=[1e-4, 0.0]"], "'sample.betas[1]' must be > 0, got 0.0"),
+        (["objective.task=classify", "objective.loss=l1"], "'objective.loss' = \"l1\" scores a denoiser; "
+         "'objective.task' = \"classify\" trains with cross-entropy (leave 'objective.loss' at \"l2\")"),
+        (["objective.loss=l3"], "'objective.loss' must be one of \"l2\", \"l1\", got \"l3\""),
     ],
 )  # fmt: skip
 def test_cross_field_rules_blame_the_override_involved(overrides, message):
     assert fails(TOY, overrides) == f"--set {overrides[-1]}: {message}"
+
+
+def test_the_wavegrad_keys_load_and_a_config_saved_before_them_takes_their_defaults():
+    sets = ["diffusion.schedule=linear", "diffusion.beta_range=[1e-6, 0.01]", "objective.loss=l1", "sample.steps=6",
+            "sample.betas=[7e-6, 1.4e-4, 2.1e-3, 2.8e-2, 3.5e-1, 7e-1]"]
+    cfg = load_recipe(TOY, sets)
+    assert cfg.diffusion.beta_range == (1e-6, 0.01) and cfg.objective.loss == "l1" and len(cfg.sample.betas) == 6
+    data = config_to_dict(load_recipe(TOY))
+    for section, key in (("diffusion", "beta_range"), ("objective", "loss"), ("sample", "betas")):
+        del data[section][key]  # a run or model folder written before the keys existed
+    old = config_from_dict(RecipeConfig, data, source="old/config.json")
+    assert old == load_recipe(TOY) and old.diffusion.beta_range is None
+    assert old.objective.loss == "l2" and old.sample.betas == ()
 
 
 def test_a_consistent_discrete_recipe_loads():
