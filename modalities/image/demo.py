@@ -52,7 +52,7 @@ def _cascade_picture(base: torch.Tensor, final: torch.Tensor, value_range) -> Im
 
 
 @register_demo("image", order=10, about="handwritten digits: classifier-free and classifier guidance, an 8x8 -> "
-                                        "32x32 cascade (~4 min on 2 cores)")
+                                        "32x32 cascade (~3 min on 2 cores)")
 def digits_demo(out: Path, quick: bool = False) -> list[Path]:
     """Train the digits, digits_classifier and digits_cascade recipes into ``out`` and write ``digits.png``
     (a row per class, guidance 2), ``digits_classifier_guidance.png`` (the unconditional model, guided by the
