@@ -15,7 +15,6 @@ image_training). A full run takes about 3 minutes on 2 cores; ``--quick`` under 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .image_training import Size, command_line
-from .report import BENCHMARKS_MD, machine, publish
+from .report import benchmark_parser, machine, publish
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "image"
 SAMPLERS = ("heun", "euler")  # the recipe's sampler, and a first-order one
@@ -102,15 +101,12 @@ def cascade_round(pipeline, num: int, device: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "a check that it runs: few images, steps, rounds")
     parser.add_argument("--num", type=int, default=100, help="digits and cascade images per run")
     parser.add_argument("--num-rgb", type=int, default=16, help="32x32 RGB images per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=30, help="training steps of each model (speed only)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="a check that it runs: few images, steps, rounds")
-    parser.add_argument("--out", default=str(BENCHMARKS_MD), help="the Markdown file to write the section into")
     args = parser.parse_args(argv)
     from ..pipeline import DiffusionModel, Pipeline
     from ..pipeline.cascade import write_cascade

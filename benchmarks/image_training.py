@@ -11,7 +11,6 @@ A full CPU run takes about 3 minutes on 2 cores; ``--quick`` under a minute.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import multiprocessing
 import statistics
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .report import BENCHMARKS_MD, machine, publish
+from .report import benchmark_parser, machine, publish
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 PAIRS = [("fp32", "default"), ("bf16", "default"), ("fp32", "channels_last"), ("fp32", "checkpointing")]
@@ -194,16 +193,13 @@ def command_line(module: str, argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, "a check that it runs: tiny model, 16x16, one step")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--channels", type=int, default=32, help="width of the CPU model (CUDA: the full 128)")
     parser.add_argument("--batch", type=int, default=16, help="CPU batch (CUDA: 128)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny model, 16x16, one step")
-    parser.add_argument("--out", default=str(BENCHMARKS_MD), help="the Markdown file to write the section into")
     args = parser.parse_args(argv)
     import diffusers
 

@@ -3,6 +3,7 @@ benchmark runs again (between ``<!-- section: NAME -->`` and ``<!-- end: NAME --
 
 from __future__ import annotations
 
+import argparse
 import platform
 import re
 from pathlib import Path
@@ -40,6 +41,7 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> Path:
     block = f"<!-- section: {name} -->\n{markdown.strip()}\n<!-- end: {name} -->"
     pattern = re.compile(rf"<!-- section: {re.escape(name)} -->.*?<!-- end: {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
@@ -50,3 +52,14 @@ def publish(name: str, markdown: str, path: Path | str = BENCHMARKS_MD) -> int:
     print(markdown)
     print(f"wrote section {name!r} of {write_section(name, markdown, Path(path))}")
     return 0
+
+
+def benchmark_parser(doc: str, quick: str) -> argparse.ArgumentParser:
+    """An argument parser described by the first line of ``doc``, with the options every image / audio benchmark
+    shares: ``--threads`` (torch threads on the CPU), ``--quick`` (helped by ``quick``) and ``--out`` (the
+    Markdown file)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", default=str(BENCHMARKS_MD), help="the Markdown file to write the section into")
+    return parser
