@@ -8,11 +8,18 @@ input at the model's sample rate. Each chunk's mel goes through the backbone's n
 (WaveGrad's ``encode_mel``), not at every sampling step; x0_hat is clipped to the data's range at every step
 (static thresholding, Saharia et al. 2022; lmnt-com/wavegrad clamps its iterate likewise), which keeps sampling
 bounded even for an undertrained model and, unlike dynamic thresholding, depends on no other chunk.
+
+A WaveGrad runs as ``wavegrad_fast.FastWaveGrad`` (the same function: channels-last, its noise-free first UBlock half
+cached per chunk too), under ``torch.inference_mode``, in ``--precision`` (auto: bf16 on an AVX-512 CPU, else fp32;
+the sampler's state stays fp32), on ``--threads`` CPU threads (default: the physical cores); ``--compile`` opts into
+``torch.compile``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import sys
 from pathlib import Path
 
@@ -26,6 +33,7 @@ from ...registry import register_command
 from .chunks import CROSSFADES, ChunkSampler, vocode_chunks
 from .mel import MelConfig
 from .mel_input import LAYOUTS, LOG_BASES, read_mel, read_wav
+from .wavegrad_fast import PRECISIONS, set_cpu_threads
 
 FEATURES = "mel_features"  # the cond key of the cached mel path
 
@@ -51,15 +59,18 @@ def _non_negative_int(text: str) -> int:
 
 
 class CachedMel(nn.Module):
-    """A backbone with a split mel path (``encode_mel`` / ``decode``, e.g. WaveGrad) as F(x_in, c_noise, cond)
-    taking cond[FEATURES] = encode_mel(mel), computed once per chunk by the caller."""
+    """A backbone with a split mel path (``encode_mel`` / ``decode``, e.g. WaveGrad; or ``wavegrad_fast.FastWaveGrad``'s
+    ``encode`` / ``decode``) as F(x_in, c_noise, cond) taking cond[FEATURES] = ``encode(mel)``, computed once per
+    chunk by the caller (``encode``). ``compile``: ``torch.compile`` the decode."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, compile: bool = False):
         super().__init__()
         self.backbone, self.null_cond = backbone, {}
+        self.encode = getattr(backbone, "encode", None) or backbone.encode_mel
+        self.decode = torch.compile(backbone.decode, dynamic=False) if compile else backbone.decode
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond) -> torch.Tensor:
-        return self.backbone.decode(x_in, c_noise, cond[FEATURES])
+        return self.decode(x_in, c_noise, cond[FEATURES])
 
 
 def mel_config_of(model) -> MelConfig:
@@ -75,13 +86,22 @@ def mel_config_of(model) -> MelConfig:
 
 
 def chunk_sampler(model, *, sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
-                  sigmas: torch.Tensor | None = None) -> ChunkSampler:
+                  sigmas: torch.Tensor | None = None, precision: str = "auto", fast: bool = True,
+                  compile: bool = False) -> ChunkSampler:
     """A ``chunks.ChunkSampler`` for ``model``: its sampling defaults (sample.betas, or steps and spacing) unless
     given (``pipeline.build.build_sigmas``; ``sigmas``: an explicit grid ending at 0), x0_hat clipped to data.range,
-    the mel path cached per chunk when the backbone splits it, the sampler's noise drawn by sample position."""
+    the mel path cached per chunk when the backbone splits it, the sampler's noise drawn by sample position.
+
+    ``precision``: "fp32", "bf16" or "auto" (bf16 on an AVX-512 CPU only; ``wavegrad_fast.resolve_precision``); the
+    sampler's state stays fp32 either way. ``fast``: a WaveGrad backbone runs as ``wavegrad_fast.FastWaveGrad`` (the
+    same function, channels-last, with its noise-free first half cached per chunk); False runs the backbone itself
+    (bf16 then through ``torch.autocast``). ``compile``: ``torch.compile`` the fast decode (opt-in: a first call
+    compiles for a minute or more, and again for each new chunk shape)."""
     from ...core.precond import Precond
     from ...core.samplers import SAMPLERS
     from ...pipeline.build import build_sigmas
+    from .wavegrad import WaveGrad
+    from .wavegrad_fast import DTYPES, FastWaveGrad, resolve_precision
 
     sampler = sampler or model.sampling.sampler
     if sampler not in SAMPLERS:
@@ -91,31 +111,44 @@ def chunk_sampler(model, *, sampler: str | None = None, steps: int | None = None
     if sigmas is None:
         sigmas = build_sigmas(model.config, model.schedule, steps, spacing, model.sampling)
     sigmas = sigmas.to(model.device, torch.float32)
+    dtype = DTYPES[resolve_precision(precision, model.device)]
     run, (lo, hi), denoiser = SAMPLERS[sampler], model.config.data.range, model.denoiser
-    backbone = denoiser.backbone
-    cached = callable(getattr(backbone, "encode_mel", None)) and callable(getattr(backbone, "decode", None))
-    if cached:  # the same parameterization and noise input around the split backbone
-        d = denoiser
-        denoiser = Precond(CachedMel(backbone), d.parameterization.name, d.c_noise, d.sigma_data, d.learned_variance)
+    backbone, d = denoiser.backbone, denoiser
+    autocast = contextlib.nullcontext
+    if fast and isinstance(backbone, WaveGrad):
+        backbone = FastWaveGrad(backbone.eval(), dtype)
+        denoiser = Precond(CachedMel(backbone, compile), d.parameterization.name, d.c_noise, d.sigma_data,
+                           d.learned_variance)
+    else:
+        if dtype != torch.float32:
+            autocast = functools.partial(torch.autocast, model.device.type, dtype)
+        if callable(getattr(backbone, "encode_mel", None)) and callable(getattr(backbone, "decode", None)):
+            # the same parameterization and noise input around the split backbone
+            denoiser = Precond(CachedMel(backbone), d.parameterization.name, d.c_noise, d.sigma_data,
+                               d.learned_variance)
+    encode = denoiser.backbone.encode if isinstance(denoiser.backbone, CachedMel) else None
 
     def clipped(x, sigma, cond=None):
         return denoiser(x, sigma, cond).clamp(lo, hi)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(mel: torch.Tensor, start: torch.Tensor, noise) -> torch.Tensor:
-        cond = {FEATURES: backbone.encode_mel(mel)} if cached else {"mel": mel}
-        return run(clipped, sigmas[0] * start, sigmas, cond=cond, generator=noise)
+        with autocast():
+            cond = {FEATURES: encode(mel)} if encode else {"mel": mel}
+            return run(clipped, sigmas[0] * start, sigmas, cond=cond, generator=noise).float()
 
     return sample
 
 
 def vocode_mels(model, mels: list[torch.Tensor], *, sampler: str | None = None, steps: int | None = None,
                 spacing: str | None = None, sigmas: torch.Tensor | None = None, seed: int = 0, chunk: int = 512,
-                overlap: int = 64, batch: int = 8, crossfade: str = "linear", progress: bool = False
-                ) -> list[torch.Tensor]:
-    """Waveforms (frames * hop,) in the data's range for log-mels (n_mels, frames) in the model's convention."""
+                overlap: int = 64, batch: int = 8, crossfade: str = "linear", progress: bool = False,
+                precision: str = "auto", fast: bool = True, compile: bool = False) -> list[torch.Tensor]:
+    """Waveforms (frames * hop,) in the data's range for log-mels (n_mels, frames) in the model's convention
+    (``precision``, ``fast``, ``compile``: see ``chunk_sampler``)."""
     hop = mel_config_of(model).hop_length
-    sample = chunk_sampler(model, sampler=sampler, steps=steps, spacing=spacing, sigmas=sigmas)
+    sample = chunk_sampler(model, sampler=sampler, steps=steps, spacing=spacing, sigmas=sigmas, precision=precision,
+                           fast=fast, compile=compile)
     return vocode_chunks(sample, mels, hop, seed=seed, chunk=chunk, overlap=overlap, batch=batch,
                          crossfade=crossfade, progress=progress, device=model.device)
 
@@ -162,6 +195,12 @@ def _arguments(p) -> None:
     p.add_argument("--crossfade", choices=CROSSFADES, default="linear")
     p.add_argument("--batch", type=positive_int, default=8, help="chunks vocoded together")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="network precision (auto: bf16 on a CPU "
+                   "with AVX-512, else fp32; bf16 elsewhere is emulated and slow); sampling stays fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (a minute or more to compile "
+                                                          "per chunk shape; pays off for long inputs)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: OMP_NUM_THREADS, else "
+                                                                      "the physical cores)")
 
 
 @register_command("vocode", help="turn mel spectrograms (or the mels of waveforms) into speech with a vocoder",
@@ -183,6 +222,8 @@ def vocode_command(args) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    if device == "cpu":
+        set_cpu_threads(args.threads)
     model = DiffusionModel.from_pretrained(args.model_dir, device)
     config = mel_config_of(model)
     declared = {"sample_rate": args.mel_rate, "hop_length": args.mel_hop}
@@ -192,7 +233,8 @@ def vocode_command(args) -> int:
         print(given.note)
     waves = vocode_mels(model, [i.mel for i in inputs], sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                         sigmas=sigmas, seed=args.seed, chunk=args.chunk, overlap=args.overlap, batch=args.batch,
-                        progress=sys.stderr.isatty(), crossfade=args.crossfade)
+                        progress=sys.stderr.isatty(), crossfade=args.crossfade, precision=args.precision,
+                        compile=args.compile)
     for path, wave in zip(paths, waves):
         with writing(f"writing {path.name}", path.parent):
             make_output_dir(path.parent, "--out")

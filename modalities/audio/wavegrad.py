@@ -199,7 +199,8 @@ class WaveGrad(nn.Module):
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
         """The mel path's part that depends on neither x_in nor c_noise, (B, n_mels, F) -> (B, mel_channels, F):
         a sampler may compute it once per utterance (``decode``). The first UBlock's convolutions before its first
-        FiLM are noise-free too, but hold 2 x 5 x 512 / 768 = 6.7x more values for ~2% of the compute."""
+        FiLM are noise-free too (2 x 5 x 512 / 768 = 6.7x more values, ~2% of the compute): inference caches them as
+        well (``wavegrad_fast.FastWaveGrad.encode``)."""
         return self.mel_conv(mel)
 
     def decode(self, x_in: torch.Tensor, c_noise: torch.Tensor, mel_features: torch.Tensor) -> torch.Tensor:
