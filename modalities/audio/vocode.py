@@ -78,7 +78,7 @@ def mel_config_of(model) -> MelConfig:
     where = model.source or "this model"
     if "mel" not in getattr(model.denoiser.backbone, "required_cond", ()):
         raise UserError(f"{where} is a {model.config.modality!r} model that takes no mel ({model.config.model.name!r});"
-                        f" vocode needs a vocoder (e.g. recipes/audio/wavegrad_tiny.toml)")
+                        f" this needs a vocoder model (e.g. one trained from recipes/audio/wavegrad_tiny.toml)")
     config = getattr(model.config.data.options, "mel_config", None)
     if not isinstance(config, MelConfig):
         raise UserError(f"{where}: its data set {model.config.data.name!r} names no mel config (data.options)")
