@@ -9,14 +9,11 @@ import soundfile
 import torch
 
 from polydiff.cli import main
-from polydiff.commands.train import RECIPES_DIR
 from polydiff.modalities.audio import wavegrad_fast
 from polydiff.modalities.audio.vocode import vocode_mels
 from polydiff.modalities.audio.wavegrad import WaveGrad, WaveGradOptions
 from polydiff.modalities.audio.wavegrad_fast import FastWaveGrad, has_avx512, resolve_precision
 from polydiff.modalities.audio.writer import to_waves
-from polydiff.pipeline import DiffusionModel
-from polydiff.recipes.files import load_recipe
 from polydiff.registry import BackboneSpec
 
 BF16_RTOL = 3e-2  # bf16 keeps 8 mantissa bits (~0.4% a rounding); an untrained Base network's relative L2 error: 0.5%
@@ -98,14 +95,6 @@ def test_threads_follow_omp_num_threads_else_the_physical_cores(monkeypatch):
         assert wavegrad_fast.set_cpu_threads(1) == 1
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> DiffusionModel:
-    torch.manual_seed(0)
-    cfg = load_recipe(RECIPES_DIR / "audio/wavegrad_tiny.toml")
-    folder = DiffusionModel.build(cfg, (1, 4000)).save_pretrained(tmp_path_factory.mktemp("tiny") / "model")
-    return DiffusionModel.from_pretrained(folder)
 
 
 def test_vocoding_fast_equals_the_plain_path_in_fp32_and_compile_is_off_by_default(tiny, monkeypatch):
