@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(RUN) -m polydiff.benchmarks.image_training
 	$(RUN) -m polydiff.benchmarks.image_sampling
 	$(RUN) -m polydiff.benchmarks.image_quality
+	$(RUN) -m polydiff.benchmarks.audio_vocoder_speed
 
 clean:
 	rm -rf $(VENV) *.egg-info build out
