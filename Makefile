@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(RUN) -m polydiff.benchmarks.image_sampling
 	$(RUN) -m polydiff.benchmarks.image_quality
 	$(RUN) -m polydiff.benchmarks.audio_vocoder_speed
+	$(RUN) -m polydiff.benchmarks.audio_vocoder_quality
 
 clean:
 	rm -rf $(VENV) *.egg-info build out

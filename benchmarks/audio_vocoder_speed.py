@@ -36,12 +36,13 @@ def polydiff_model():
     return DiffusionModel.build(load_recipe(RECIPES_DIR / "audio/wavegrad_24k.toml"), (1, 24 * HOP))
 
 
-def lmnt_model() -> torch.nn.Module:
-    """lmnt-com/wavegrad's ``WaveGrad(params)`` with its default params (128 mels, hop 300), untrained."""
+def lmnt_model(seed: int = 0) -> torch.nn.Module:
+    """lmnt-com/wavegrad's ``WaveGrad(params)`` with its default params (128 mels, hop 300), untrained (initialised
+    under ``seed``)."""
     from wavegrad.model import WaveGrad
     from wavegrad.params import AttrDict, params
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return WaveGrad(AttrDict(params)).eval()
 
 
@@ -141,6 +142,40 @@ def quality(model, seconds: float, precisions: list[str]) -> tuple[list[str], fl
     return rows, float((ref.abs() >= 1).float().mean())
 
 
+def forward_flops(model, frames: int) -> int:
+    """Floating-point operations (a multiply-add counts 2) of one Base forward on ``frames`` mel frames, counted by
+    ``torch.utils.flop_counter`` over its convolutions (the fast path caches ~2% of them per chunk)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    backbone = model.denoiser.backbone
+    x = torch.zeros(1, 1, frames * HOP)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        backbone(x, torch.full((1,), 0.5), backbone.example_cond(x))
+    return counter.get_total_flops()
+
+
+def gemm_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
+    """FLOP/s of a square ``size`` matrix product in ``dtype`` on this CPU at the current threads, median of
+    ``repeats``: the rate oneDNN reaches on the most favourable shape, an upper bound for convolutions."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b  # warm-up
+    return 2 * size**3 / statistics.median(timed(lambda: a @ b) for _ in range(repeats))
+
+
+def floor_rows(model, precisions: list[str], measured: dict[str, float]) -> list[str]:
+    """One row per precision: the GEMM rate, the FLOP of 6 iterations per second of audio, the RTF that rate gives
+    (a floor for the exact computation) and the measured 6-iteration RTF of ``vocode_mels``."""
+    from ..modalities.audio.wavegrad_fast import DTYPES
+
+    per_second = 6 * forward_flops(model, RATE // HOP)  # 6 forwards on 1 s of audio
+    rows = []
+    for p in precisions:
+        rate = gemm_rate(DTYPES[p])
+        rows.append(f"| {p} | {rate / 1e9:.0f} | {per_second / 1e9:.0f} | {per_second / rate:.2f} | "
+                    f"{measured.get(p, float('nan')):.2f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__, "a check that it runs: 0.25 s of audio, 6 iterations, one round")
     parser.set_defaults(threads=None)
@@ -164,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = max(1, int(args.seconds * RATE) // HOP)
     audio = frames * HOP / RATE
     mel = torch.randn(128, frames, generator=torch.Generator().manual_seed(1)) - 5.0  # a log-mel-like input
-    rows = []
+    rows, measured = [], {}
     for steps in steps_list:
         runs = runners(model, net, mel, steps, precisions, plain=steps == steps_list[0])
         if steps == steps_list[0]:
@@ -181,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 if (name, p) not in times:
                     continue
                 mine, ref = times[(name, p)], times[("lmnt", p)]
+                if (steps, name) == (6, "polydiff"):
+                    measured[p] = statistics.median(mine) / audio
                 ratios = [b / a for a, b in zip(mine, ref)]
                 rows.append(f"| {steps} | {p} | {name} | {statistics.median(mine) / audio:.3f} | "
                             f"{statistics.median(ref) / audio:.3f} | **{statistics.median(ratios):.2f}x** | "
@@ -188,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if not bf16_ok():
             rows.append(f"| {steps} | bf16 | skipped: no AVX-512 | | | | |")
     q_rows, clipped = quality(model, args.seconds, precisions)
+    f_rows = floor_rows(model, precisions, measured)
     command = command_line("audio_vocoder_speed", argv)
     md = f"""## Audio vocoder speed: WaveGrad Base, polydiff vs lmnt-com/wavegrad
 
@@ -207,6 +245,15 @@ of the per-round lmnt / polydiff time ratios (target: RTF <= 0.5 at 6 iterations
 | iterations | precision | polydiff path | polydiff RTF | lmnt RTF | speed-up vs lmnt | per round |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+How far the exact computation can go on this CPU: the FLOP of 6 Base forwards per second of 24 kHz audio
+(`torch.utils.flop_counter`; a multiply-add is 2), this CPU's rate on a 2048 x 2048 matrix product at the same
+threads (the most favourable shape for oneDNN, an upper bound for the network's convolutions), the RTF that rate
+would give, and the measured 6-iteration RTF of `vocode_mels` from the table above.
+
+| precision | GEMM GFLOP/s | GFLOP per audio-second, 6 iterations | RTF at the GEMM rate | measured RTF |
+|---|---|---|---|---|
+{chr(10).join(f_rows)}
 
 Quality (6 iterations, seed 0, the mel of {audio:.2f} s of `speech.synthetic_speech` at 24 kHz): the log-mel L1
 distance (natural-log mels of the recipe's mel config, mean over bins and frames) of each output to the speech, its

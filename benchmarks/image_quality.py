@@ -66,17 +66,21 @@ def split_digits(seed: int = 0):
 
 
 class Run:
-    """One model's time-budgeted training: ``step`` adds its own duration to ``used``, except the first step's
-    (one-off kernel and allocator set-up, seconds on a loaded machine), kept in ``first``."""
+    """One model's time-budgeted training on the batches ``draw`` gives: ``step`` adds its own duration to ``used``,
+    except the first step's (one-off kernel and allocator set-up, seconds on a loaded machine), kept in ``first``."""
 
     def __init__(self, x, y, batch: int, seed: int):
         self.x, self.y, self.batch, self.steps, self.used, self.first = x, y, batch, 0, 0.0, 0.0
         self.order = torch.Generator().manual_seed(seed)  # the same batches, in the same order, for both models
 
+    def draw(self) -> tuple[torch.Tensor, dict]:
+        """The next batch (x0, cond): random rows of x with their labels."""
+        idx = torch.randint(len(self.x), (self.batch,), generator=self.order)
+        return self.x[idx], {"class_labels": self.y[idx]}
+
     def step(self) -> None:
         start = time.perf_counter()
-        idx = torch.randint(len(self.x), (self.batch,), generator=self.order)
-        self.update(self.x[idx], self.y[idx])
+        self.update(*self.draw())
         if self.steps == 0:
             self.first = time.perf_counter() - start
         else:
@@ -85,39 +89,54 @@ class Run:
 
 
 class PolydiffRun(Run):
-    def __init__(self, x, y, seconds: float, seed: int):
-        self.cfg = cfg = load_recipe(RECIPE, [f"train.seed={seed}"])
+    """A recipe's model, objective, AdamW, clipping, condition dropout and EMA (those it sets) in a bare loop;
+    ``cfg``: the recipe (default: the digits one), ``shape``: an example's (default: x's rows')."""
+
+    def __init__(self, x, y, seconds: float, seed: int, cfg=None, shape: tuple[int, ...] | None = None):
+        self.cfg = cfg = cfg or load_recipe(RECIPE, [f"train.seed={seed}"])
         super().__init__(x, y, cfg.data.batch_size, seed)
         torch.manual_seed(seed)
-        self.seconds, self.schedule = seconds, build_schedule(cfg)
-        self.model = build_denoiser(cfg, tuple(x.shape[1:]), self.schedule).train()
+        self.seconds, self.schedule, self.shape = seconds, build_schedule(cfg), shape or tuple(x.shape[1:])
+        self.model = build_denoiser(cfg, self.shape, self.schedule).train()
         self.objective, self.null = build_objective(cfg, self.schedule), self.model.backbone.null_cond
         t, o = cfg.train, cfg.optim
-        self.ema = EMA(self.model, t.ema_decay, t.ema_halflife_steps, t.ema_warmup, t.ema_rampup_ratio)
+        self.ema = EMA(self.model, t.ema_decay, t.ema_halflife_steps, t.ema_warmup, t.ema_rampup_ratio) if (
+            t.ema_decay is not None or t.ema_halflife_steps is not None) else None
         self.opt = torch.optim.AdamW(self.model.parameters(), o.lr, betas=o.betas, eps=o.eps,
                                      weight_decay=o.weight_decay)
 
-    def update(self, x0, labels) -> None:
+    def update(self, x0, cond) -> None:
         o, t, step = self.cfg.optim, self.cfg.train, self.steps
         total = max(step + 1, 1 + round((step - 1) * self.seconds / self.used)) if self.used else 10**9  # in budget
         for group in self.opt.param_groups:  # the recipe's schedule over those steps, warm-up at most 10% of them
             group["lr"] = o.lr * lr_factor(step, min(o.warmup_steps, total // 10), total, o.lr_schedule)
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)
         draws = self.objective.draw(x0, g)
-        keep = torch.rand(len(x0), generator=g) >= t.cond_drop_prob
-        cond = select_conditions({"class_labels": labels}, self.null, keep)
+        if t.cond_drop_prob > 0:
+            cond = select_conditions(cond, self.null, torch.rand(len(x0), generator=g) >= t.cond_drop_prob)
         loss = self.objective.loss(self.model, x0, draws, cond).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if o.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
         self.opt.step()
-        self.ema.update(self.model)
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     def finish(self) -> DiffusionModel:
-        self.model.load_state_dict(self.ema.full_state())
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.full_state())
         self.model.eval().requires_grad_(False)
-        return DiffusionModel.build(self.cfg, tuple(self.x.shape[1:]), self.model, self.schedule)
+        return DiffusionModel.build(self.cfg, self.shape, self.model, self.schedule)
+
+
+def interleave(runs: list[Run], seconds: float, turn: float) -> None:
+    """Train each run for ``seconds`` on its own clock, in turns of ``turn`` seconds, so all meet the same load."""
+    while any(run.used < seconds for run in runs):
+        for run in runs:
+            end = min(seconds, run.used + turn)
+            while run.used < end:
+                run.step()
 
 
 def peer_modules():
@@ -141,8 +160,8 @@ class PeerRun(Run):
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.99))
         self.ema = PeerEMA(self.model, beta=0.995, update_every=10)
 
-    def update(self, x0, labels) -> None:
-        loss = self.model(x0, classes=labels)
+    def update(self, x0, cond) -> None:
+        loss = self.model(x0, classes=cond["class_labels"])
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
@@ -243,11 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     params = {name: sum(p.numel() for p in run.model.parameters()) for name, run in runs.items()}
     params["peer"] = params[next(iter(peers))]
     print(f"parameters: polydiff {params['polydiff']:,}, peer {params['peer']:,}")
-    while any(run.used < args.seconds for run in runs.values()):  # interleaved turns, each run on its own clock
-        for run in runs.values():
-            end = min(args.seconds, run.used + args.slice)
-            while run.used < end:
-                run.step()
+    interleave(list(runs.values()), args.seconds, args.slice)
     print(", ".join(f"{name}: {run.steps} steps in {run.used:.1f} s (+ {run.first:.1f} s untimed first step)"
                     for name, run in runs.items()))
     ours, trained_peers = runs["polydiff"].finish(), {name: runs[name].finish() for name in peers}
