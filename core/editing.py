@@ -42,14 +42,21 @@ def start_from(x0: torch.Tensor, sigmas: torch.Tensor, strength: float, generato
     return x0 + sigma * randn_like(x0, generator), grid
 
 
+def with_known(x: torch.Tensor, sigma: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
+               noise: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, *S) at level ``sigma`` (B,) with the known region (``mask`` 1) replaced by known + sigma n: a sample
+    of q(x^a_sigma | x^a) from the fixed noise n (``noise``), the replacement method's network input."""
+    mask = mask.to(x.dtype)
+    return mask * (known + append_dims(sigma, x.ndim).to(x.dtype) * noise) + (1 - mask) * x
+
+
 def replacement(denoiser, known: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor):
     """A denoiser whose input has the known region replaced by known + sigma n (one fixed n per sample) and
     whose x0 prediction is ``known`` there: inpainting (or frame conditioning) by replacement."""
     mask = mask.to(known.dtype)
 
     def inpainted(x: torch.Tensor, sigma: torch.Tensor, cond=None) -> torch.Tensor:
-        noisy_known = known + append_dims(sigma, x.ndim).to(x.dtype) * noise
-        x0 = denoiser(mask * noisy_known + (1 - mask) * x, sigma, cond)
+        x0 = denoiser(with_known(x, sigma, known, mask, noise), sigma, cond)
         return mask * known + (1 - mask) * x0
 
     return inpainted

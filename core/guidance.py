@@ -121,3 +121,33 @@ def classifier_guidance(denoiser: Denoiser, log_prob_fn: LogProbFn, scale: float
         return denoiser(x, sigma, cond) + scale * append_dims(sigma**2, x.ndim) * grad.to(x.dtype)
 
     return guided
+
+
+def reconstruction_guidance(denoiser: Denoiser, known: torch.Tensor, mask: torch.Tensor, weight: float,
+                            noise: torch.Tensor) -> Denoiser:
+    """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", sec. 3.1, eq. 7) in sigma form: the
+    known part x^a (``mask`` 1) of ``known`` conditions the generated part x^b, for any sampler.
+
+        D~^b(x, sigma) = D^b(x_r, sigma) - (w_r / 2) grad_{x^b} || x^a - D^a(x_r, sigma) ||^2,   D~^a = x^a
+
+    x_r is x with its known part replaced by x^a + sigma n (``editing.with_known``, one fixed n = ``noise`` per
+    sample), as the replacement method does; w_r = ``weight`` (0: the replacement method; the paper uses w_r > 1).
+    The paper writes z_t = alpha_t x + sigma_t eps and -(w_r alpha_t / 2) grad_{z^b}; with x = z_t / alpha_t,
+    sigma = sigma_t / alpha_t, grad_z = grad_x / alpha_t and the alpha_t cancel. It is w_r sigma^2 times the
+    score of the approximation q(x^a | x_sigma) = N(D^a(x_sigma), sigma^2 I) (Tweedie, D = x + sigma^2 score),
+    the conditional score that replacement leaves out. One network call with a backward pass per evaluation.
+    """
+    from .editing import with_known
+
+    mask = mask.to(known.dtype)
+
+    def guided(x: torch.Tensor, sigma: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+        sigma = batch_sigma(sigma, x)
+        with torch.enable_grad():
+            x_in = with_known(x, sigma, known, mask, noise).detach().requires_grad_(True)
+            x0 = denoiser(x_in, sigma, cond)
+            error = (mask * (known - x0)).square().sum()  # sum over rows: rows are independent
+            (grad,) = torch.autograd.grad(error, x_in) if weight else (torch.zeros_like(x_in),)
+        return mask * known + (1 - mask) * (x0.detach() - (weight / 2) * grad.to(x.dtype))
+
+    return guided
