@@ -1,0 +1,105 @@
+"""``moving_digits``: real handwritten digits (scikit-learn's 8x8 set, enlarged) bouncing inside a frame, the video
+modality's CPU data set, after Moving MNIST (Srivastava et al. 2015, "Unsupervised learning of video representations
+using LSTMs") but made of digits that ship with scikit-learn, so nothing is downloaded. Clip i is drawn from
+(seed, i) alone: its digits, start positions and velocities; each digit moves in a straight line and reflects off
+the frame's edges. Digits overlap by their maximum. Any frame size, clip length and digit count.
+
+Labels: with one digit, ``class_labels`` is its class (0-9); with n digits, the classes read as an n-digit number
+(first digit first), 10^n classes, so a label names every digit of the clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ...data.transforms import example_seed
+from ...recipes.config import Config, ConfigError, setting
+from ...registry import register_dataset
+from ..image.digits import load_digits
+
+
+@dataclass(frozen=True)
+class MovingDigitsOptions(Config):
+    """Options of ``moving_digits``."""
+
+    size: int = setting(32, ge=8, le=512, doc="frame side in pixels (grey, one channel)")
+    digit_size: int = setting(12, ge=8, le=256, doc="side of each digit: the 8x8 originals enlarged (bicubic)")
+    frames: int = setting(16, ge=1, le=4096, doc="frames per clip")
+    digits: int = setting(1, ge=1, le=3, doc="digits per clip (10^digits classes)")
+    speed: tuple[float, float] = setting((1.0, 2.0), ge=0, le=64, doc="range of a digit's speed, pixels per frame")
+    num_samples: int = setting(10_000, gt=0, le=10**8, doc="clips in the data set")
+
+    def check(self) -> None:
+        if self.digit_size > self.size:
+            raise ConfigError(("digit_size",), f"{{key}} must be <= {{size}} = {self.size}, got {self.digit_size}")
+        if self.speed[0] > self.speed[1]:
+            raise ConfigError(("speed",), f"{{key}} must be [low, high], got {list(self.speed)}")
+
+
+@cache
+def _digits(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, size, size) in [0, 1], classes (N,)): the bundled digits, enlarged once per size."""
+    x, labels = load_digits(size)
+    return ((x[:, 0] + 1) / 2).numpy(), labels.numpy()
+
+
+def bounce(start: np.ndarray, velocity: np.ndarray, frames: int, span: float) -> np.ndarray:
+    """Positions (frames, ...) of points moving from ``start`` at ``velocity`` per frame in [0, span], reflecting at
+    both ends (a triangle wave of period 2 span)."""
+    t = np.arange(frames).reshape(-1, *[1] * start.ndim)  # (F, 1, ...)
+    if span <= 0:
+        return np.zeros((frames, *start.shape))
+    q = np.mod(start + velocity * t, 2 * span)
+    return np.where(q <= span, q, 2 * span - q)
+
+
+def render(images: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
+    """Frames (F, size, size) in [0, 1]: digit k (d, d) of ``images`` (n, d, d) at integer (row, column)
+    ``positions`` (F, n, 2), overlaps by maximum."""
+    frames, d = positions.shape[0], images.shape[-1]
+    out = np.zeros((frames, size, size), dtype=np.float32)
+    corners = np.rint(positions).astype(int)
+    for f in range(frames):
+        for k, (r, c) in enumerate(corners[f]):
+            np.maximum(out[f, r:r + d, c:c + d], images[k], out=out[f, r:r + d, c:c + d])
+    return out
+
+
+class MovingDigits(Dataset):
+    def __init__(self, options: MovingDigitsOptions, seed: int):
+        self.options, self.seed = options, seed
+        self.example_shape = (1, options.frames, options.size, options.size)  # (C, F, H, W)
+        self.num_classes = 10**options.digits
+
+    def __len__(self) -> int:
+        return self.options.num_samples
+
+    def draw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames (F, size, size) in [0, 1], the digits' classes (n,)) of clip ``i``."""
+        o = self.options
+        images, classes = _digits(o.digit_size)
+        rng = np.random.default_rng(example_seed(self.seed, i))
+        which = rng.integers(len(images), size=o.digits)
+        span = o.size - o.digit_size
+        start = rng.uniform(0, span, size=(o.digits, 2))
+        angle = rng.uniform(0, 2 * np.pi, size=o.digits)
+        speed = rng.uniform(*o.speed, size=o.digits)
+        velocity = speed[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)  # (n, 2) rows, columns
+        return render(images[which], bounce(start, velocity, o.frames, span), o.size), classes[which]
+
+    def __getitem__(self, i: int) -> dict:
+        frames, classes = self.draw(int(i))
+        x = torch.from_numpy(frames)[None] * 2 - 1  # (F, H, W) -> (1, F, H, W) in [-1, 1]
+        label = int("".join(map(str, classes)))
+        return {"x": x, "cond": {"class_labels": torch.tensor(label, dtype=torch.long)}}
+
+
+@register_dataset("moving_digits", MovingDigitsOptions)
+def moving_digits(options: MovingDigitsOptions, seed: int) -> MovingDigits:
+    """``num_samples`` clips of ``digits`` bouncing digits, labelled by their classes."""
+    return MovingDigits(options, seed)

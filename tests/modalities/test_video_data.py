@@ -1,0 +1,43 @@
+"""The moving-digits clips: fixed by (seed, index), digits that stay in the frame and move at the asked speed,
+labels that name every digit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from polydiff.modalities.video.moving_digits import MovingDigits, MovingDigitsOptions, bounce, render
+from polydiff.recipes.config import ConfigError
+
+
+def test_bounce_reflects_inside_the_span_and_keeps_the_speed():
+    path = bounce(np.array([1.0, 9.5]), np.array([3.0, -2.0]), 40, 10.0)  # (F, 2)
+    assert path.min() >= 0 and path.max() <= 10.0
+    steps = np.abs(np.diff(path, axis=0))
+    assert np.all(steps <= np.array([3.0, 2.0]) + 1e-9)  # never faster than the velocity
+    assert np.allclose(path[:3, 0], [1, 4, 7]) and np.allclose(path[3, 0], 10.0) and np.allclose(path[4, 0], 7.0)
+
+
+def test_a_clip_is_a_function_of_seed_and_index_and_its_label_names_its_digits():
+    options = MovingDigitsOptions(size=24, digit_size=8, frames=6, digits=2, num_samples=50)
+    a, b, other = MovingDigits(options, 0), MovingDigits(options, 0), MovingDigits(options, 1)
+    torch.testing.assert_close(a[7]["x"], b[7]["x"])
+    assert not torch.equal(a[7]["x"], a[8]["x"]) and not torch.equal(a[7]["x"], other[7]["x"])
+    assert a[7]["x"].shape == (1, 6, 24, 24) == a.example_shape and a.num_classes == 100
+    frames, classes = a.draw(7)
+    assert int(a[7]["cond"]["class_labels"]) == 10 * classes[0] + classes[1]
+    assert a[7]["x"].min() >= -1 and a[7]["x"].max() <= 1
+
+
+def test_render_places_each_digit_whole_at_its_position():
+    digit = np.ones((2, 3, 3), dtype=np.float32) * np.array([0.5, 1.0], dtype=np.float32)[:, None, None]
+    frames = render(digit, np.array([[[0, 0], [5, 4]], [[1, 1], [1, 2]]], dtype=float), 8)  # (F=2, n=2, 2)
+    assert frames[0, :3, :3].min() == 0.5 and frames[0, 5:8, 4:7].min() == 1.0 and frames[0].sum() == 9 * 1.5
+    assert frames[1, 1, 2] == 1.0  # overlap keeps the brighter digit
+    assert frames[1].sum() == pytest.approx(0.5 * 9 + 1.0 * 9 - 0.5 * 6)
+
+
+def test_options_refuse_a_digit_larger_than_the_frame():
+    with pytest.raises(ConfigError, match="digit_size"):
+        MovingDigitsOptions(size=16, digit_size=20).check()
