@@ -1,0 +1,106 @@
+"""The video backbone: the factorized space-time U-Net of Video Diffusion Models (Ho et al. 2022, sec. 3), built
+from the image U-Net (``modalities.nn.unet``) run on the frames folded into the batch, (B, C, F, H, W) ->
+(B * F, C, H, W): every convolution and spatial attention is per frame, and each block ends with attention over
+the frames at each position (``nn.temporal.TemporalAttention``, with a learned relative position bias, so any clip
+length works) and optionally a temporal convolution initialised to the identity. Nothing 2-D is written twice.
+
+Conditions (``cond``), all optional:
+    class_labels (B,) long        a class; the extra index num_classes is the learned null class (guidance)
+    images       (B,) bool        the clip is F independent images: its frames do not see each other (joint
+                                  image-video training, Ho et al. 2022, sec. 3); default False
+    known, known_mask (B, C, F, H, W), (B, F)   frame conditioning (``frame_conditioning``): known frames and which
+                                  are known, given to the network as extra input channels; no known frame = none
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ...recipes.config import ConfigError, setting
+from ...registry import BackboneSpec, register_backbone
+from ..image.unet import UNetSizeOptions, unet_shape
+from ..nn.temporal import TemporalAttention, TemporalConv
+from ..nn.unet import Conditioning, UNet
+
+
+@dataclass(frozen=True)
+class VideoUNetOptions(UNetSizeOptions):
+    """Options of the ``video_unet`` backbone: the image U-Net's size keys (per frame), and the temporal layers."""
+
+    num_classes: int = setting(0, ge=0, le=10**6, doc="class labels for conditioning; 0 = none")
+    temporal_head_channels: int = setting(64, gt=0, le=4096, doc="channels per head of the temporal attention")
+    max_distance: int = setting(32, ge=1, le=4096, doc="frame distances beyond this share one learned bias")
+    temporal_conv: bool = setting(False, doc="a 3-tap temporal convolution (identity at start) after each "
+                                             "temporal attention")
+    frame_conditioning: bool = setting(False, doc="known frames and their mask as extra input channels "
+                                                  "(cond known / known_mask, e.g. from the frame_masks transform)")
+
+
+class FactorizedUNet(UNet):
+    """The shared U-Net with temporal layers after each block's spatial layers."""
+
+    def __init__(self, shape, temporal_head_channels: int, max_distance: int, temporal_conv: bool):
+        self.temporal = (temporal_head_channels, max_distance, temporal_conv)
+        super().__init__(shape)
+
+    def extra_layers(self, channels: int, factor: int) -> list[nn.Module]:
+        head_channels, max_distance, conv = self.temporal
+        layers: list[nn.Module] = [TemporalAttention(channels, min(head_channels, channels), max_distance)]
+        return layers + ([TemporalConv(channels)] if conv else [])
+
+
+@register_backbone("video_unet", VideoUNetOptions, example_shape=(1, 3, 8, 8),
+                   conditional={"num_classes": 3, "frame_conditioning": True})
+class VideoUNet(nn.Module):
+    """F(x_in (B, C, F, H, W), c_noise (B,), cond) -> (B, C * out_factor, F, H, W), see the module docstring."""
+
+    def __init__(self, options: VideoUNetOptions, spec: BackboneSpec):
+        super().__init__()
+        if len(spec.example_shape) != 4:
+            raise ConfigError(("model", "options"), f"the video U-Net takes (C, F, H, W) clips, got "
+                                                    f"{spec.example_shape}")
+        channels, _, height, width = spec.example_shape
+        self.options, self.out_factor = options, spec.out_factor
+        frame = BackboneSpec((channels, height, width), spec.out_factor)
+        extra_in = channels + 1 if options.frame_conditioning else 0
+        try:
+            shape = unet_shape(options, frame, in_channels=channels + extra_in, num_classes=options.num_classes)
+            self.unet = FactorizedUNet(shape, options.temporal_head_channels, options.max_distance,
+                                       options.temporal_conv)
+        except ValueError as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(("model", "options"), f"{{key}} do not fit {spec.example_shape} clips: {err}") from None
+        self.null_cond, self.required_cond = {}, ()
+        if options.num_classes:
+            self.null_cond["class_labels"] = options.num_classes
+        if options.frame_conditioning:
+            self.null_cond["known_mask"] = False  # no known frame; "known" is then ignored
+
+    def _inputs(self, x: torch.Tensor, cond) -> torch.Tensor:
+        """x with the known frames and their mask as channels when the model is frame-conditioned."""
+        if not self.options.frame_conditioning:
+            return x
+        batch, _, frames, height, width = x.shape
+        mask = cond.get("known_mask")
+        mask = torch.zeros(batch, frames, dtype=torch.bool, device=x.device) if mask is None else mask.to(torch.bool)
+        mask = mask[:, None].expand(batch, frames) if mask.ndim == 1 else mask  # a per-sample null (B,) -> (B, F)
+        known = cond.get("known")
+        known = torch.zeros_like(x) if known is None else known.to(x.dtype)
+        m = mask[:, None, :, None, None].to(x.dtype)  # (B, 1, F, 1, 1)
+        return torch.cat([x, known * m, m.expand(batch, 1, frames, height, width)], dim=1)  # (B, 2C + 1, F, H, W)
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond) -> torch.Tensor:
+        frames = x_in.shape[2]
+        h = rearrange(self._inputs(x_in, cond), "b c f y x -> (b f) c y x")  # frames into the batch
+        emb = self.unet.embed(c_noise, cond.get("class_labels")).repeat_interleave(frames, dim=0)  # (B * F, E)
+        out = self.unet.run(h, Conditioning(emb, extra={"frames": frames, "images": cond.get("images")}))
+        return rearrange(out, "(b f) c y x -> b c f y x", f=frames)
+
+    def fsdp_units(self) -> list[nn.Module]:
+        return self.unet.fsdp_units()
+
