@@ -4,6 +4,11 @@ using LSTMs") but made of digits that ship with scikit-learn, so nothing is down
 (seed, i) alone: its digits, start positions and velocities; each digit moves in a straight line and reflects off
 the frame's edges. Digits overlap by their maximum. Any frame size, clip length and digit count.
 
+Joint image-video training (Ho et al. 2022, sec. 3): with ``image_fraction`` > 0 that share of the examples are
+F independent images instead of a clip, flagged cond["images"] = True (the video U-Net then keeps their frames
+apart): each frame shows the same classes as a clip would, but other handwritten samples of them, at random
+places. Every example carries the flag, False for clips.
+
 Labels: with one digit, ``class_labels`` is its class (0-9); with n digits, the classes read as an n-digit number
 (first digit first), 10^n classes, so a label names every digit of the clip.
 """
@@ -33,6 +38,8 @@ class MovingDigitsOptions(Config):
     digits: int = setting(1, ge=1, le=3, doc="digits per clip (10^digits classes)")
     speed: tuple[float, float] = setting((1.0, 2.0), ge=0, le=64, doc="range of a digit's speed, pixels per frame")
     num_samples: int = setting(10_000, gt=0, le=10**8, doc="clips in the data set")
+    image_fraction: float = setting(0.0, ge=0, le=1, doc="share of examples that are F independent images (joint "
+                                                         "image-video training), flagged cond['images']")
 
     def check(self) -> None:
         if self.digit_size > self.size:
@@ -79,13 +86,23 @@ class MovingDigits(Dataset):
     def __len__(self) -> int:
         return self.options.num_samples
 
+    def is_images(self, i: int) -> bool:
+        """Whether example ``i`` is independent images rather than a clip."""
+        share = self.options.image_fraction
+        return share > 0 and np.random.default_rng(example_seed(self.seed, i, 1)).random() < share
+
     def draw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(frames (F, size, size) in [0, 1], the digits' classes (n,)) of clip ``i``."""
+        """(frames (F, size, size) in [0, 1], the digits' classes (n,)) of example ``i``."""
         o = self.options
         images, classes = _digits(o.digit_size)
         rng = np.random.default_rng(example_seed(self.seed, i))
         which = rng.integers(len(images), size=o.digits)
         span = o.size - o.digit_size
+        if self.is_images(i):  # each frame: other samples of the same classes, at random places
+            samples = np.stack([rng.choice(np.flatnonzero(classes == c), size=o.frames) for c in classes[which]], 1)
+            positions = rng.uniform(0, span, size=(o.frames, o.digits, 2))
+            return np.stack([render(images[s], p[None], o.size)[0] for s, p in zip(samples, positions)]), \
+                classes[which]
         start = rng.uniform(0, span, size=(o.digits, 2))
         angle = rng.uniform(0, 2 * np.pi, size=o.digits)
         speed = rng.uniform(*o.speed, size=o.digits)
@@ -96,7 +113,8 @@ class MovingDigits(Dataset):
         frames, classes = self.draw(int(i))
         x = torch.from_numpy(frames)[None] * 2 - 1  # (F, H, W) -> (1, F, H, W) in [-1, 1]
         label = int("".join(map(str, classes)))
-        return {"x": x, "cond": {"class_labels": torch.tensor(label, dtype=torch.long)}}
+        return {"x": x, "cond": {"class_labels": torch.tensor(label, dtype=torch.long),
+                                 "images": torch.tensor(self.is_images(int(i)))}}
 
 
 @register_dataset("moving_digits", MovingDigitsOptions)

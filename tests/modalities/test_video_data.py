@@ -41,3 +41,33 @@ def test_render_places_each_digit_whole_at_its_position():
 def test_options_refuse_a_digit_larger_than_the_frame():
     with pytest.raises(ConfigError, match="digit_size"):
         MovingDigitsOptions(size=16, digit_size=20).check()
+
+
+def test_frame_masks_draw_each_kind_at_its_rate_per_example():
+    from polydiff.data.transforms import example_generators
+    from polydiff.modalities.video.masks import FrameMasks, FrameMasksOptions
+
+    transform = FrameMasks(FrameMasksOptions(prefix=0.5, every_kth=0.25, none=0.25, strides=(2,)))
+    x = torch.randn(400, 1, 8, 2, 2)
+    out = transform({"x": x, "cond": {}}, example_generators((0, 1), range(400)))
+    mask = out["cond"]["known_mask"]
+    assert mask.shape == (400, 8) and out["cond"]["known"] is x
+    prefix = [m.any() and not m[m.nonzero().max() + 1:].any() and m[: int(m.sum())].all() and m[0] for m in mask]
+    strided = [(m == (torch.arange(8) % 2 == 0)).all() or (m == (torch.arange(8) % 2 == 1)).all() for m in mask]
+    none = ~mask.any(1)
+    assert 0.4 < sum(map(bool, prefix)) / 400 < 0.6 and 0.17 < sum(map(bool, strided)) / 400 < 0.33
+    assert 0.17 < float(none.float().mean()) < 0.33
+    assert not mask.all(1).any()  # never every frame: there is always something to generate
+    part = transform({"x": x[10:20], "cond": {}}, example_generators((0, 1), range(10, 20)))
+    torch.testing.assert_close(part["cond"]["known_mask"], mask[10:20], rtol=0, atol=0)
+
+
+def test_image_examples_hold_independent_frames_and_say_so():
+    options = MovingDigitsOptions(size=16, digit_size=8, frames=4, num_samples=200, image_fraction=0.5)
+    data = MovingDigits(options, 0)
+    flags = torch.stack([data[i]["cond"]["images"] for i in range(200)])
+    assert 0.35 < float(flags.float().mean()) < 0.65
+    step = torch.stack([(data[i]["x"][0, 1:] - data[i]["x"][0, :-1]).abs().mean() for i in range(200)])
+    # independent frames change far more from one frame to the next than clips (<= 2 px a frame) do
+    assert step[flags].mean() > 1.5 * step[~flags].mean()
+    assert not bool(MovingDigits(MovingDigitsOptions(), 0)[0]["cond"]["images"])
