@@ -61,6 +61,12 @@ def overrides(name: str, tmp_path: Path) -> list[str]:
     if cfg.objective.task == "classify":
         return sets  # classifiers guide CPU-sized models (tests/modalities/test_image_classifier.py)
     o = cfg.model.options
+    if cfg.modality == "video":
+        if cfg.data.name == "moving_digits":
+            sets += ["data.options.size=16", "data.options.frames=4", "data.options.num_samples=40"]
+        return sets + [f"model.options={{channels = 8, channel_mult = [1, 2], num_res_blocks = [1], attention_resolutions"
+                       f" = [8], head_channels = 8, temporal_head_channels = 8, num_classes = {o.num_classes}, "
+                       f"frame_conditioning = {str(o.frame_conditioning).lower()}}}"]
     small = SMALL_UNET[0].replace("NUM", str(o.num_classes))
     small = small.replace("LOW", str(o.lowres_channels)).replace("TEXT", o.text)
     return sets + [small]
