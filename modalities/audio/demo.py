@@ -19,6 +19,7 @@ from ...pipeline import DiffusionModel
 from ...recipes.files import load_recipe
 from ...registry import register_demo
 from ...storage.output import fresh_demo_folder
+from ...train.demo_run import train_for_demo
 from .mel import MelConfig, mel_spectrogram
 from .speech import make_speech_corpus
 from .vocode import mel_config_of, vocode_mels
@@ -46,20 +47,12 @@ def _corpus(folder: Path, sentences: int, rate: int) -> tuple[Path, Path, str]:
 def _train(corpus: Path, out: Path, steps: int, sets: tuple[str, ...] = ()) -> Path:
     """Train the tiny WaveGrad recipe on ``corpus`` for ``steps`` into ``out``; the model folder. Says the loss
     at the first and the last logged step, read back from the run's scalars.csv."""
-    from ...train.trainer import train
-
-    cfg = load_recipe(RECIPE, [f"train.steps={steps}", f"train.out_dir={json.dumps(out.as_posix())}",
-                               f"train.checkpoint_every={steps}", f"train.sample_every={steps}",
-                               f"train.val_every={steps}", f"data.options.root={json.dumps(corpus.as_posix())}",
-                               "data.options.speak=0", *sets])
-    fresh_demo_folder(out / cfg.name)
-    result = train(cfg)
+    result = train_for_demo(RECIPE, out, steps, (f"data.options.root={json.dumps(corpus.as_posix())}",
+                                                 "data.options.speak=0", *sets))
     with open(result.run_dir / "scalars.csv", newline="") as f:
         losses = [(int(r["step"]), float(r["value"])) for r in csv.DictReader(f) if r["name"] == "train/loss"]
-    curve = "".join(f"{' ->' if i else ', loss'} {loss:.3f} (step {step})" for i, (step, loss) in
-                    enumerate(dict.fromkeys([*losses[:1], *losses[-1:]])))  # the first and the last logged
-    print(f"demo: {cfg.name}: {result.steps} steps ({result.steps_per_second:.2f} steps/s){curve}, run folder "
-          f"{result.run_dir}")
+    curve = " -> ".join(f"{loss:.3f} (step {step})" for step, loss in dict.fromkeys([*losses[:1], *losses[-1:]]))
+    print(f"demo: loss {curve}")
     return result.model_dir
 
 

@@ -4,7 +4,6 @@ by a separately trained noise-aware classifier (classifier guidance), and a two-
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -15,9 +14,8 @@ import torch
 from ...media import Image, save_media
 from ...pipeline import DiffusionModel, Pipeline
 from ...pipeline.cascade import write_cascade
-from ...recipes.files import load_recipe
 from ...registry import WriteContext, register_demo
-from ...storage.output import fresh_demo_folder
+from ...train.demo_run import train_for_demo
 from .writer import grid, to_pixels, write_images
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "image"
@@ -26,15 +24,7 @@ NUM = 100  # ten per class
 
 def _train(recipe: str, out: Path, steps: int, sets: tuple[str, ...] = ()) -> Path:
     """Train ``recipes/image/<recipe>.toml`` for ``steps`` into ``out``; the model folder."""
-    from ...train.trainer import train
-
-    cfg = load_recipe(RECIPES / f"{recipe}.toml", [f"train.steps={steps}", f"train.out_dir={json.dumps(out.as_posix())}",
-                                                   f"train.checkpoint_every={steps}", f"train.sample_every={steps}",
-                                                   f"train.val_every={steps}", *sets])
-    fresh_demo_folder(out / cfg.name)
-    result = train(cfg)
-    print(f"demo: {cfg.name}: {result.steps} steps ({result.steps_per_second:.1f} steps/s), run folder {result.run_dir}")
-    return result.model_dir
+    return train_for_demo(RECIPES / f"{recipe}.toml", out, steps, sets).model_dir
 
 
 def _grid(model: DiffusionModel, samples: torch.Tensor, labels: torch.Tensor) -> Image:

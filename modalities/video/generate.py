@@ -22,7 +22,7 @@ from ...media import Image, save_media
 from ...media.video import Mp4Writer
 from ...registry import register_command
 from .extend import WindowSampler, extension, interpolation, known_per_window
-from .frame_store import Run
+from .frame_store import FrameStore, Run
 from .writer import DEFAULT_FPS, strip
 
 METHODS = ("auto", "explicit", "guidance")
@@ -86,6 +86,19 @@ def generate_video(model, out: Path, frames: int, sample: WindowSampler, *, wind
     out.parent.mkdir(parents=True, exist_ok=True)
     (run.folder / "video.mp4").replace(out)
     return out, made, resumed
+
+
+def finished_frames(model, out: Path, factor: int, total: int) -> np.ndarray:
+    """The frames of a finished ``generate_video`` into ``out``, uint8 (F, H, W, C), read from its run folder (the
+    whole video in memory: for the extras and for looking)."""
+    channels, _, height, width = model.example_shape
+    folder = out.with_name(out.name + ".partial")
+    return FrameStore(folder / ("out.u8" if factor > 1 else "base.u8"), (height, width, channels)).read(0, total)
+
+
+def discard_run(out: Path) -> None:
+    """Remove the run folder of a finished ``generate_video`` into ``out``."""
+    shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
 
 
 def write_extras(run_frames, out: Path, fps: float, gif: bool, strip_png: bool, npz: bool) -> list[Path]:
@@ -167,15 +180,10 @@ def generate_video_command(args) -> int:
         print(f"interrupted: the frames made so far are kept in {out.name}.partial; run the same command again "
               f"to continue", file=sys.stderr)
         return 130
-    from .frame_store import FrameStore
-
-    channels, _, height, width = model.example_shape
-    run_folder = out.with_name(out.name + ".partial")
-    store = FrameStore(run_folder / ("out.u8" if args.interpolate > 1 else "base.u8"), (height, width, channels))
     total = output_frames(args.frames, args.interpolate)
-    extras = write_extras(store.read(0, total), out, fps, args.gif, args.strip, args.npz) if (
-        args.gif or args.strip or args.npz) else []
-    shutil.rmtree(run_folder, ignore_errors=True)
+    extras = write_extras(finished_frames(model, out, args.interpolate, total), out, fps, args.gif, args.strip,
+                          args.npz) if (args.gif or args.strip or args.npz) else []
+    discard_run(out)
     print(f"wrote {path} ({total} frames at {fps:g} fps, {method}{' resumed' if resumed else ''}, {made} made now)"
           + "".join(f", {p}" for p in extras))
     return 0

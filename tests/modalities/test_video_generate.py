@@ -112,21 +112,22 @@ def test_an_interrupted_generation_resumes_to_the_same_video(tmp_path, monkeypat
 
 
 def test_streaming_keeps_memory_flat_whatever_the_length(tmp_path):
-    """Python-side peak memory (numpy arrays included) for 300 and 1200 frames of 64x64, after a warm-up run: the
-    same within 10% (the frames alone would take 1.2 and 4.9 MB)."""
+    """Python-side peak memory (numpy arrays included) after a warm-up run, for 300 and 2400 frames of 64x64 (the
+    frames alone: 1.2 and 9.8 MB): both under 1 MB, and 8x the frames not even 1.5x the peak (the peaks move by
+    ~20% with allocation patterns alone; the benchmark measures resident memory with a real model)."""
     from polydiff.modalities.video.writer import DEFAULT_FPS
 
     class Model:
         example_shape, source = (1, 8, 64, 64), "fake"
 
     peaks = []
-    for total in (40, 300, 1200):
+    for total in (40, 300, 2400):
         tracemalloc.start()
         generate_video(Model(), tmp_path / f"v{total}.mp4", total, _Big(), window=8, context=4, fps=DEFAULT_FPS,
                        progress=False)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    assert peaks[2] < 1.1 * peaks[1] and peaks[2] < 1_000_000, peaks
+    assert peaks[2] < 1.5 * peaks[1] and peaks[2] < 1_000_000, peaks
 
 
 class _Big(Recorder):
