@@ -71,3 +71,41 @@ def test_image_examples_hold_independent_frames_and_say_so():
     # independent frames change far more from one frame to the next than clips (<= 2 px a frame) do
     assert step[flags].mean() > 1.5 * step[~flags].mean()
     assert not bool(MovingDigits(MovingDigitsOptions(), 0)[0]["cond"]["images"])
+
+
+def _write_mp4(path, frames: int, size=(20, 28), start=0):
+    from polydiff.media.video import Mp4Writer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Mp4Writer(path, 10) as writer:
+        for f in range(frames):
+            frame = np.zeros((*size, 3), dtype=np.uint8)
+            frame[:, :, 0] = (start + 12 * f) % 256  # the frame index, readable back through H.264
+            writer.write(frame)
+
+
+def test_video_folder_reads_clips_with_stride_classes_and_skips_bad_files(tmp_path, capsys):
+    from PIL import Image
+
+    from polydiff.data.examples import SKIPPED
+    from polydiff.modalities.video.folder import VideoFolderOptions, video_folder
+
+    _write_mp4(tmp_path / "a_class" / "one.mp4", 20)
+    _write_mp4(tmp_path / "a_class" / "short.mp4", 3)
+    (tmp_path / "b_class").mkdir()
+    (tmp_path / "b_class" / "broken.mp4").write_bytes(b"\x00not a video" * 50)
+    pictures = [Image.fromarray(np.full((16, 16, 3), 30 * i, dtype=np.uint8)) for i in range(8)]
+    pictures[0].save(tmp_path / "b_class" / "anim.gif", save_all=True, append_images=pictures[1:], duration=100)
+    options = VideoFolderOptions(root=str(tmp_path), frames=4, stride=2, size=8, class_folders=True, clips_per_file=2)
+    data = video_folder(options, 0)
+    assert len(data) == 8 and data.num_classes == 2 and data.example_shape == (3, 4, 8, 8)
+    first, second = data[0], data[1]  # one.mp4's two clips: frames 0, 2, 4, 6 and 13, 15, 17, 19
+    red = lambda item: ((item["x"][0, :, 4, 4] + 1) * 127.5).numpy()  # noqa: E731
+    np.testing.assert_allclose(red(first), [0, 24, 48, 72], atol=6)
+    np.testing.assert_allclose(red(second), [156, 180, 204, 228], atol=6)
+    assert int(first["cond"]["class_labels"]) == 0
+    skipped = data[2]  # short.mp4 -> replaced by the next readable example, and named
+    assert skipped[SKIPPED] and "short.mp4" in skipped[SKIPPED][0]
+    labels = {int(data[i]["cond"]["class_labels"]) for i in range(len(data))}
+    assert labels == {0, 1}  # the gif (class b) is read; the broken file is skipped
+    assert any("broken.mp4" in s for i in range(len(data)) for s in data[i].get(SKIPPED, []))
