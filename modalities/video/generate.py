@@ -39,14 +39,19 @@ def output_frames(frames: int, factor: int) -> int:
 
 
 def generate_video(model, out: Path, frames: int, sample: WindowSampler, *, window: int, context: int,
-                   factor: int = 1, fps: float = DEFAULT_FPS, progress: bool = True) -> tuple[Path, int, bool]:
+                   factor: int = 1, fps: float = DEFAULT_FPS, progress: bool = True,
+                   interpolator: WindowSampler | None = None) -> tuple[Path, int, bool]:
     """Make the video into ``out`` (MP4), resuming a ``<out>.partial`` run with the same settings; (the MP4, frames
-    made by this call, whether it resumed). Memory holds one window and the MP4 encoder, whatever the length."""
+    made by this call, whether it resumed). Memory holds one window and the MP4 encoder, whatever the length.
+    ``interpolator``: another model's sampler for the frames between (a temporal super-resolution stage; its
+    windows are as long as its clips); default ``sample``."""
+    between = interpolator or sample
     channels, _, height, width = model.example_shape
     settings = {"model": str(model.source), "frames": frames, "factor": factor, "window": window, "context": context,
                 "method": sample.method, "weight": sample.weight, "seed": sample.seed, "steps": sample.steps,
                 "sampler": sample.sampler, "guidance": sample.guidance,
-                "cond": {k: v.tolist() for k, v in (sample.cond or {}).items()}}
+                "cond": {k: v.tolist() for k, v in (sample.cond or {}).items()},
+                "interpolator": None if interpolator is None else str(interpolator.model.source)}
     run = Run(out, settings, (height, width, channels))
     resumed = run.open()
     total, interpolating = output_frames(frames, factor), factor > 1
@@ -70,7 +75,8 @@ def generate_video(model, out: Path, frames: int, sample: WindowSampler, *, wind
             windows = iter(())
         elif interpolating:
             stream = chain(run.base.frames(run.done["base"]), chain.from_iterable(new_base_windows()))
-            windows = interpolation(sample, stream, factor, window, kept // ((known_per_window(factor, window) - 1)
+            span = between.model.example_shape[1] if interpolator else window
+            windows = interpolation(between, stream, factor, span, kept // ((known_per_window(factor, span) - 1)
                                                                             * factor))
         else:
             windows = new_base_windows()
@@ -135,6 +141,9 @@ def _arguments(p) -> None:
     p.add_argument("--guidance-weight", type=float, default=2.0, help="w_r of reconstruction guidance (0: the "
                                                                       "replacement method)")
     p.add_argument("--interpolate", type=positive_int, default=1, help="K: generate K - 1 frames between each pair")
+    p.add_argument("--interpolator", default=None, help="a frame-conditioned model folder that makes the frames "
+                                                        "between (a temporal super-resolution stage; default: the "
+                                                        "model itself)")
     p.add_argument("--label", type=label, default=None, help="class label (a class-conditional model)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default: the "
                                                                 "model's, with --label)")
@@ -172,10 +181,22 @@ def generate_video_command(args) -> int:
                         f"--method guidance")
     cond = None if args.label is None else {"class_labels": torch.tensor([args.label], device=model.device)}
     sample = WindowSampler(model, method, args.guidance_weight, cond, args.guidance, args.sampler, args.steps, args.seed)
+    interpolator = None
+    if args.interpolator:
+        other = DiffusionModel.from_pretrained(args.interpolator, args.device)
+        if other.example_shape[0] != model.example_shape[0] or other.example_shape[2:] != model.example_shape[2:]:
+            raise UserError(f"--interpolator {args.interpolator}: its frames {other.example_shape[2:]} x "
+                            f"{other.example_shape[0]} channels differ from the model's {model.example_shape[2:]} x "
+                            f"{model.example_shape[0]}")
+        takes_labels = "class_labels" in getattr(other.denoiser.backbone, "null_cond", {})
+        interpolator = WindowSampler(other, "explicit" if frame_conditioned(other) else "guidance",
+                                     args.guidance_weight, cond if takes_labels else None, args.guidance,
+                                     args.sampler, args.steps, args.seed)
     fps = args.fps or DEFAULT_FPS * args.interpolate
     try:
         path, made, resumed = generate_video(model, out, args.frames, sample, window=window, context=context,
-                                             factor=args.interpolate, fps=fps, progress=sys.stderr.isatty())
+                                             factor=args.interpolate, fps=fps, progress=sys.stderr.isatty(),
+                                             interpolator=interpolator)
     except KeyboardInterrupt:
         print(f"interrupted: the frames made so far are kept in {out.name}.partial; run the same command again "
               f"to continue", file=sys.stderr)

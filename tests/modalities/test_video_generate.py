@@ -61,7 +61,7 @@ def test_interpolation_keeps_every_kth_frame_and_fills_between():
     assert [c[1] for c in record.calls] == [[0, 3, 6]] * 3 and [c[2] for c in record.calls] == [7] * 3
 
 
-def _model_folder(tmp_path, frame_conditioning=True):
+def _model_folder(tmp_path, frame_conditioning=True, frames=4, name=None):
     from polydiff.commands.train import RECIPES_DIR
     from polydiff.pipeline import DiffusionModel
     from polydiff.recipes.files import load_recipe
@@ -69,13 +69,13 @@ def _model_folder(tmp_path, frame_conditioning=True):
     cfg = load_recipe(RECIPES_DIR / "video/moving_digits.toml", [
         "model.options={channels = 8, channel_mult = [1, 2], num_res_blocks = [1], attention_resolutions = [8], "
         f"head_channels = 8, temporal_head_channels = 8, num_classes = 10, frame_conditioning = "
-        f"{str(frame_conditioning).lower()}}}", "data.options.size=8", "data.options.frames=4"])
+        f"{str(frame_conditioning).lower()}}}", "data.options.size=8", f"data.options.frames={frames}"])
     torch.manual_seed(0)
-    model = DiffusionModel.build(cfg, (1, 4, 8, 8))
+    model = DiffusionModel.build(cfg, (1, frames, 8, 8))
     with torch.no_grad():
         for p in model.denoiser.parameters():
             p.normal_(0, 0.1)
-    return model.save_pretrained(tmp_path / ("model" if frame_conditioning else "plain"))
+    return model.save_pretrained(tmp_path / (name or ("model" if frame_conditioning else "plain")))
 
 
 @pytest.mark.parametrize("method, interpolate", [("explicit", 1), ("guidance", 2)])
@@ -146,3 +146,16 @@ def test_generate_video_says_what_is_wrong_in_one_line(tmp_path, capsys):
     assert main(["generate-video", str(plain), "--frames", "4", "--out", str(tmp_path / "a.gif")]) == 2
     assert main(["generate-video", str(plain), "--frames", "4", "--context", "4", "--out",
                  str(tmp_path / "a.mp4")]) == 2
+
+
+def test_another_model_can_make_the_frames_between(tmp_path):
+    """--interpolator: a temporal super-resolution stage with its own clip length fills in between the base
+    model's frames, which it keeps."""
+    base, between = _model_folder(tmp_path), _model_folder(tmp_path, frames=5, name="between")
+    common = ["--frames", "6", "--steps", "2", "--label", "1", "--npz"]
+    assert main(["generate-video", str(base), *common, "--out", str(tmp_path / "base.mp4")]) == 0
+    assert main(["generate-video", str(base), *common, "--interpolate", "2", "--interpolator", str(between),
+                 "--out", str(tmp_path / "fine.mp4")]) == 0
+    coarse, fine = np.load(tmp_path / "base.npz")["arr_0"], np.load(tmp_path / "fine.npz")["arr_0"]
+    assert fine.shape[0] == 11
+    np.testing.assert_array_equal(fine[::2], coarse)

@@ -38,6 +38,19 @@ def fake_imagenet(root: Path) -> Path:
     return root
 
 
+def fake_videos(root: Path) -> Path:
+    from polydiff.media.video import Mp4Writer
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (root / f"Class{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            with Mp4Writer(root / f"Class{c}" / f"v_{i}.mp4", 25) as writer:
+                for _ in range(12):
+                    writer.write(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    return root
+
+
 SMALL_UNET = ['model.options={channels = 8, channel_mult = [1, 2], num_res_blocks = [1], attention_resolutions = [8], '
               'head_channels = 8, num_classes = NUM, lowres_channels = LOW, text = "TEXT", text_dim = 16, '
               'text_length = 8}']
@@ -64,6 +77,9 @@ def overrides(name: str, tmp_path: Path) -> list[str]:
     if cfg.modality == "video":
         if cfg.data.name == "moving_digits":
             sets += ["data.options.size=16", "data.options.frames=4", "data.options.num_samples=40"]
+        if cfg.data.name == "video_folder":
+            sets += [f'data.options.root="{fake_videos(tmp_path / "videos").as_posix()}"', "data.options.size=16",
+                     "data.options.frames=4", "data.options.clips_per_file=1"]
         return sets + [f"model.options={{channels = 8, channel_mult = [1, 2], num_res_blocks = [1], attention_resolutions"
                        f" = [8], head_channels = 8, temporal_head_channels = 8, num_classes = {o.num_classes}, "
                        f"frame_conditioning = {str(o.frame_conditioning).lower()}}}"]
