@@ -10,6 +10,9 @@ Conditions (``cond``), all optional:
                                   image-video training, Ho et al. 2022, sec. 3); default False
     known, known_mask (B, C, F, H, W), (B, F)   frame conditioning (``frame_conditioning``): known frames and which
                                   are known, given to the network as extra input channels; no known frame = none
+    lowres, aug_level (B, C', F, h, w), (B,)   a spatial super-resolution stage's input, upsampled per frame, and
+                                  its augmentation level: the image cascade's code (``lowres_augment`` in training,
+                                  ``pipeline.cascade`` at sampling) works on clips unchanged
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ...core.cascade import resize
 from ...recipes.config import ConfigError, setting
 from ...registry import BackboneSpec, register_backbone
 from ..image.unet import UNetSizeOptions, unet_shape
@@ -38,6 +42,8 @@ class VideoUNetOptions(UNetSizeOptions):
                                              "temporal attention")
     frame_conditioning: bool = setting(False, doc="known frames and their mask as extra input channels "
                                                   "(cond known / known_mask, e.g. from the frame_masks transform)")
+    lowres_channels: int = setting(0, ge=0, le=64, doc="a spatial super-resolution stage: channels of the "
+                                                       "low-resolution clip it is conditioned on (0: a base stage)")
 
 
 class FactorizedUNet(UNet):
@@ -66,9 +72,10 @@ class VideoUNet(nn.Module):
         channels, _, height, width = spec.example_shape
         self.options, self.out_factor = options, spec.out_factor
         frame = BackboneSpec((channels, height, width), spec.out_factor)
-        extra_in = channels + 1 if options.frame_conditioning else 0
+        extra_in = (channels + 1 if options.frame_conditioning else 0) + options.lowres_channels
         try:
-            shape = unet_shape(options, frame, in_channels=channels + extra_in, num_classes=options.num_classes)
+            shape = unet_shape(options, frame, in_channels=channels + extra_in, num_classes=options.num_classes,
+                               aug_level=options.lowres_channels > 0)
             self.unet = FactorizedUNet(shape, options.temporal_head_channels, options.max_distance,
                                        options.temporal_conv)
         except ValueError as err:
@@ -80,24 +87,31 @@ class VideoUNet(nn.Module):
             self.null_cond["class_labels"] = options.num_classes
         if options.frame_conditioning:
             self.null_cond["known_mask"] = False  # no known frame; "known" is then ignored
+        if options.lowres_channels:
+            self.required_cond = ("lowres", "aug_level")
 
     def _inputs(self, x: torch.Tensor, cond) -> torch.Tensor:
-        """x with the known frames and their mask as channels when the model is frame-conditioned."""
+        """x with the low-resolution clip (upsampled per frame) and the known frames and their mask as channels,
+        as the model takes them."""
+        if self.options.lowres_channels:
+            x = torch.cat([x, resize(cond["lowres"].to(x.dtype), x.shape[-2:])], dim=1)  # (B, C + C', F, H, W)
         if not self.options.frame_conditioning:
             return x
         batch, _, frames, height, width = x.shape
+        clip = x[:, : x.shape[1] - self.options.lowres_channels]  # the noisy clip itself
         mask = cond.get("known_mask")
         mask = torch.zeros(batch, frames, dtype=torch.bool, device=x.device) if mask is None else mask.to(torch.bool)
         mask = mask[:, None].expand(batch, frames) if mask.ndim == 1 else mask  # a per-sample null (B,) -> (B, F)
         known = cond.get("known")
-        known = torch.zeros_like(x) if known is None else known.to(x.dtype)
+        known = torch.zeros_like(clip) if known is None else known.to(x.dtype)
         m = mask[:, None, :, None, None].to(x.dtype)  # (B, 1, F, 1, 1)
         return torch.cat([x, known * m, m.expand(batch, 1, frames, height, width)], dim=1)  # (B, 2C + 1, F, H, W)
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond) -> torch.Tensor:
         frames = x_in.shape[2]
         h = rearrange(self._inputs(x_in, cond), "b c f y x -> (b f) c y x")  # frames into the batch
-        emb = self.unet.embed(c_noise, cond.get("class_labels")).repeat_interleave(frames, dim=0)  # (B * F, E)
+        emb = self.unet.embed(c_noise, cond.get("class_labels"), cond.get("aug_level"))
+        emb = emb.repeat_interleave(frames, dim=0)  # (B, E) -> (B * F, E): every frame of a clip
         out = self.unet.run(h, Conditioning(emb, extra={"frames": frames, "images": cond.get("images")}))
         return rearrange(out, "(b f) c y x -> b c f y x", f=frames)
 

@@ -73,3 +73,33 @@ def test_a_clip_shape_that_the_levels_cannot_halve_is_a_config_error():
 
     with pytest.raises(ConfigError, match="halvings"):
         VideoUNet(VideoUNetOptions(**{**TINY, "channel_mult": (1, 2, 2, 2)}), BackboneSpec((1, 4, 12, 12)))
+
+
+def test_a_video_cascade_upsamples_clips_with_the_image_cascade_code(tmp_path):
+    """A 16x16 super-resolution stage conditioned on the 8x8 base stage's clips (lowres_channels), trained through
+    lowres_augment and sampled through pipeline.cascade like images."""
+    from polydiff.commands.train import RECIPES_DIR
+    from polydiff.data.transforms import example_generators
+    from polydiff.modalities.image.cascade import LowresAugment, LowresAugmentOptions
+    from polydiff.pipeline import DiffusionModel, Pipeline
+    from polydiff.pipeline.cascade import write_cascade
+    from polydiff.recipes.files import load_recipe
+
+    def model(size: int, lowres: int):
+        cfg = load_recipe(RECIPES_DIR / "video/moving_digits.toml", [
+            "model.options={channels = 8, channel_mult = [1, 2], num_res_blocks = [1], attention_resolutions = [4], "
+            f"head_channels = 8, temporal_head_channels = 8, num_classes = 10, lowres_channels = {lowres}}}",
+            f"data.options.size={size}", "data.options.frames=3", "sample.steps=2"])
+        return DiffusionModel.build(cfg, (1, 3, size, size)).save_pretrained(tmp_path / f"stage{size}")
+
+    batch = LowresAugment(LowresAugmentOptions(size=8, max_level=0.3))(
+        {"x": torch.randn(2, 1, 3, 16, 16), "cond": {}}, example_generators((0,), range(2)))
+    assert batch["cond"]["lowres"].shape == (2, 1, 3, 8, 8)
+    base, sr = model(8, 0), model(16, 1)
+    net = DiffusionModel.from_pretrained(sr).denoiser.backbone
+    assert net.required_cond == ("lowres", "aug_level")
+    out = net(batch["x"], torch.zeros(2), {**batch["cond"], "class_labels": torch.tensor([1, 10])})
+    assert out.shape == (2, 1, 3, 16, 16)
+    write_cascade(tmp_path / "cascade", [{"model": str(base)}, {"model": str(sr), "aug_level": 0.1}])
+    clips = Pipeline.from_pretrained(tmp_path / "cascade").sample(2, cond={"class_labels": torch.tensor([3, 4])})
+    assert clips.shape == (2, 1, 3, 16, 16) and torch.isfinite(clips).all()
