@@ -47,6 +47,17 @@ def list_files(root: Path, suffixes: tuple[str, ...], class_folders: bool, key: 
     return files, labels, classes if class_folders else []
 
 
+def read_folder(options, suffixes: tuple[str, ...], make) -> Dataset:
+    """The data set ``make(files, labels or None, root, number of classes or None)`` of the files under
+    ``options.root`` (with ``options.class_folders``), its first example read now: a folder of which no file
+    reads is refused at once, not at the first step."""
+    root = Path(options.root).expanduser()
+    files, labels, classes = list_files(root, suffixes, options.class_folders, "data.options.root")
+    dataset = make(files, labels if options.class_folders else None, root, len(classes) or None)
+    dataset[0]
+    return dataset
+
+
 class FileDataset(Dataset):
     """Examples read on demand from ``files``; subclasses implement ``read(path) -> x`` (a tensor)."""
 
@@ -137,9 +148,9 @@ class NpyFolder(FileDataset):
 @register_dataset("npy_folder", NpyFolderOptions)
 def npy_folder(options: NpyFolderOptions, seed: int) -> NpyFolder:
     """The ``.npy`` files under ``options.root``; the example shape is the most common of the first readable."""
-    root = Path(options.root).expanduser()
-    files, labels, classes = list_files(root, (".npy",), options.class_folders, "data.options.root")
-    dataset = NpyFolder(files, labels if options.class_folders else None, root, len(classes) or None)
-    dataset.example_shape = common_shape(map(npy_shape, files), "data.options.root", root)
-    dataset[0]  # a folder of which no file reads whole is refused now, not at the first step
-    return dataset
+    def make(files, labels, root, num_classes):
+        dataset = NpyFolder(files, labels, root, num_classes)
+        dataset.example_shape = common_shape(map(npy_shape, files), "data.options.root", root)
+        return dataset
+
+    return read_folder(options, (".npy",), make)

@@ -6,9 +6,9 @@ image / frames / audio. Samples become pixels and waveforms the same way everywh
 ``data.range`` (``to_unit_range``).
 """
 
-from .files import log_media, save_media
+from .files import log_media, save_media, save_npz
 from .types import Audio, Image, Media, Video, image_grid, to_uint8, to_unit_range
 from .video import Mp4Writer
 
-__all__ = ["Audio", "Image", "Media", "Mp4Writer", "Video", "image_grid", "log_media", "save_media", "to_uint8",
-           "to_unit_range"]
+__all__ = ["Audio", "Image", "Media", "Mp4Writer", "Video", "image_grid", "log_media", "save_media", "save_npz",
+           "to_uint8", "to_unit_range"]

@@ -33,6 +33,17 @@ def save_media(media: Media, stem: str | Path) -> Path:
     return path
 
 
+def save_npz(path: Path, pixels: np.ndarray, labels=None) -> Path:
+    """uint8 samples as ``arr_0`` (and their class labels as ``arr_1`` when known) in an .npz at ``path``: the
+    layout of guided-diffusion's evaluation suite, which most FID / FVD tools read."""
+    arrays = {"arr_0": pixels}
+    if labels is not None:
+        arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
 def log_media(writer, tag: str, step: int, media: Media) -> None:
     """Add ``media`` to a TensorBoard ``SummaryWriter``: an image, a video's frames, or mono audio."""
     if isinstance(media, Image):

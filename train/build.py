@@ -33,6 +33,11 @@ def build_objective(cfg: RecipeConfig, schedule: Schedule):
     return Objective(_core_component("noise_levels", o.noise_levels, engine), weighting, o.loss)
 
 
+def build_transforms(cfg: RecipeConfig) -> list:
+    """The recipe's batch transforms (``data.transforms``), built from their options, in order."""
+    return [registry.get("transform", c.name).target(c.options) for c in cfg.data.transforms]
+
+
 def build_dataset(cfg: RecipeConfig) -> Dataset:
     """The recipe's whole data set (seeded where it is synthetic)."""
     builder = registry.get("data", cfg.data.name).target

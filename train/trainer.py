@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.data import IterableDataset
 from tqdm import tqdm
 
-from .. import registry
 from ..core.conditioning import select_conditions
 from ..data.examples import SKIPPED, example_shape
 from ..data.transforms import apply_transforms, example_generators
@@ -35,7 +34,7 @@ from ..pipeline.resources import is_allocation_failure
 from ..recipes.config import config_to_dict
 from ..recipes.files import save_resolved
 from ..recipes.schema import RecipeConfig
-from .build import build_data, build_objective
+from .build import build_data, build_objective, build_transforms
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .interrupt import DeferredInterrupt, Interrupted
@@ -131,7 +130,7 @@ class _Run:
         denoiser = build_denoiser(cfg, self.example_shape, self.schedule, device=acc.device, copies=copies)
         self.null_cond = getattr(denoiser.backbone, "null_cond", {})
         self.objective = build_objective(cfg, self.schedule)
-        self.transforms = [registry.get("transform", c.name).target(c.options) for c in cfg.data.transforms]
+        self.transforms = build_transforms(cfg)
         check_transforms(self.transforms, self.example_shape)
         check_conditions(cfg, denoiser.backbone, probe(_first_example(train_set), self.transforms), train_set)
         self.sample_module = copy.deepcopy(denoiser).eval().requires_grad_(False) if acc.is_main_process else None

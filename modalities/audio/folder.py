@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.folder import READ_ERRORS, FileDataset, FolderOptions, list_files
+from ...data.folder import READ_ERRORS, FileDataset, FolderOptions, read_folder
 from ...errors import UserError
 from ...recipes.config import ConfigError, setting, show
 from ...registry import register_dataset
@@ -234,8 +234,4 @@ def ljspeech(options: LJSpeechOptions, seed: int) -> AudioClips:
 
 @register_dataset("audio_folder", AudioFolderOptions)
 def audio_folder(options: AudioFolderOptions, seed: int) -> AudioClips:
-    root = Path(options.root).expanduser()
-    files, labels, classes = list_files(root, SUFFIXES, options.class_folders, "data.options.root")
-    dataset = AudioClips(files, labels if options.class_folders else None, root, len(classes) or None, options)
-    dataset[0]  # a folder of which no file reads is refused now, not at the first step
-    return dataset
+    return read_folder(options, SUFFIXES, lambda *found: AudioClips(*found, options))

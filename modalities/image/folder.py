@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ...data.folder import FileDataset, FolderOptions, list_files
+from ...data.folder import FileDataset, FolderOptions, read_folder
 from ...errors import UserError
 from ...recipes.config import setting
 from ...registry import register_dataset
@@ -89,10 +89,8 @@ class ImageFolder(FileDataset):
 
 @register_dataset("image_folder", ImageFolderOptions)
 def image_folder(options: ImageFolderOptions, seed: int) -> ImageFolder:
-    root = Path(options.root).expanduser()
-    files, labels, classes = list_files(root, SUFFIXES, options.class_folders, "data.options.root")
-    captions = read_captions(root, options.captions, files) if options.captions != "none" else None
-    dataset = ImageFolder(files, labels if options.class_folders else None, root, len(classes) or None, options,
-                          captions)
-    dataset[0]  # a folder of which no image decodes is refused now, not at the first step
-    return dataset
+    def make(files, labels, root, num_classes):
+        captions = read_captions(root, options.captions, files) if options.captions != "none" else None
+        return ImageFolder(files, labels, root, num_classes, options, captions)
+
+    return read_folder(options, SUFFIXES, make)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...media import Image, image_grid, save_media, to_uint8
+from ...media import Image, image_grid, save_media, save_npz, to_uint8
 from ...registry import WriteContext, register_writer
 
 MIN_TILE = 64  # small images (8x8 digits) are enlarged (nearest neighbour) to at least this many pixels in grids
@@ -55,12 +55,7 @@ def write_images(samples: torch.Tensor, context: WriteContext) -> Image:
 def export_images(samples: torch.Tensor, context: WriteContext, folder: Path) -> list[Path]:
     """``folder/samples.npz`` (arr_0 uint8 NHWC, arr_1 labels when known) and ``folder/images/000000.png``..."""
     pixels = to_pixels(samples, context.value_range)
-    arrays = {"arr_0": pixels}
-    if context.labels is not None:
-        arrays["arr_1"] = np.asarray(context.labels, dtype=np.int64)
-    folder.mkdir(parents=True, exist_ok=True)
-    npz = folder / "samples.npz"
-    np.savez(npz, **arrays)
+    npz = save_npz(folder / "samples.npz", pixels, context.labels)
     for i, image in enumerate(pixels):
         save_media(Image(image), folder / "images" / f"{i:06d}")
     return [npz, folder / "images"]

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ...data.folder import FileDataset, FolderOptions, list_files
+from ...data.folder import FileDataset, FolderOptions, read_folder
 from ...recipes.config import setting
 from ...registry import register_dataset
 
@@ -93,8 +93,4 @@ class VideoFolder(FileDataset):
 
 @register_dataset("video_folder", VideoFolderOptions)
 def video_folder(options: VideoFolderOptions, seed: int) -> VideoFolder:
-    root = Path(options.root).expanduser()
-    files, labels, classes = list_files(root, SUFFIXES, options.class_folders, "data.options.root")
-    dataset = VideoFolder(files, labels if options.class_folders else None, root, len(classes) or None, options)
-    dataset[0]  # a folder of which no video decodes is refused now, not at the first step
-    return dataset
+    return read_folder(options, SUFFIXES, lambda *found: VideoFolder(*found, options))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...media import Image, Video, save_media, to_uint8
+from ...media import Image, Video, save_media, save_npz, to_uint8
 from ...registry import WriteContext, register_writer
 from ..image.writer import grid
 
@@ -43,12 +43,7 @@ def export_videos(samples: torch.Tensor, context: WriteContext, folder: Path) ->
     """``folder/frames.npz`` (arr_0 uint8 NFHWC, arr_1 labels when known), ``folder/videos/000000.mp4``... and
     ``folder/strips/000000.png``... (each sample's frames in a row)."""
     frames = to_frames(samples, context.value_range)
-    arrays = {"arr_0": frames}
-    if context.labels is not None:
-        arrays["arr_1"] = np.asarray(context.labels, dtype=np.int64)
-    folder.mkdir(parents=True, exist_ok=True)
-    npz = folder / "frames.npz"
-    np.savez(npz, **arrays)
+    npz = save_npz(folder / "frames.npz", frames, context.labels)
     for i, clip in enumerate(frames):
         save_media(Video(clip, fps_of(context)), folder / "videos" / f"{i:06d}")
         save_media(Image(strip(clip)), folder / "strips" / f"{i:06d}")

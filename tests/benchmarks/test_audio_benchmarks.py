@@ -12,14 +12,10 @@ from polydiff.modalities.audio.wavegrad_fast import has_avx512
 
 
 @pytest.mark.slow
-def test_audio_vocoder_speed_quick_mode_writes_its_section(tmp_path):
+def test_audio_vocoder_speed_quick_mode_writes_its_section(quick_section):
     pytest.importorskip("wavegrad.model", reason="the reference implementation: pip install wavegrad (bench extra)")
-    from polydiff.benchmarks import audio_vocoder_speed
-
-    out = tmp_path / "BENCHMARKS.md"
-    assert audio_vocoder_speed.main(["--quick", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "<!-- section: audio-vocoder-speed -->" in text and "| 6 | fp32 | polydiff |" in text
+    text = quick_section("audio_vocoder_speed", "audio-vocoder-speed")
+    assert "| 6 | fp32 | polydiff |" in text
     assert "15,920,993" in text and "| polydiff | fp32 |" in text
     assert ("| 6 | bf16 | polydiff |" in text) == has_avx512()
     assert ("skipped: no AVX-512" in text) != has_avx512()
@@ -29,14 +25,10 @@ def test_audio_vocoder_speed_quick_mode_writes_its_section(tmp_path):
 
 
 @pytest.mark.slow
-def test_audio_vocoder_quality_quick_mode_writes_its_section_and_files(tmp_path):
+def test_audio_vocoder_quality_quick_mode_writes_its_section_and_files(quick_section, tmp_path):
     pytest.importorskip("wavegrad.learner", reason="the reference implementation: pip install wavegrad (bench extra)")
-    from polydiff.benchmarks import audio_vocoder_quality
-
-    out = tmp_path / "BENCHMARKS.md"
-    assert audio_vocoder_quality.main(["--quick", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "<!-- section: audio-vocoder-quality -->" in text and "QUICK SMOKE RUN" in text
+    text = quick_section("audio_vocoder_quality", "audio-vocoder-quality")
+    assert "QUICK SMOKE RUN" in text
     rows = {tuple(cells[:2]): cells for line in text.splitlines() if line.startswith("| ")
             for cells in [[c.strip() for c in line.strip("|").split("|")]]}
     names = [("polydiff tiny", "6: WG-6 betas"), ("polydiff tiny", "10: logSNR spacing"),
