@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(RUN) -m polydiff.benchmarks.image_quality
 	$(RUN) -m polydiff.benchmarks.audio_vocoder_speed
 	$(RUN) -m polydiff.benchmarks.audio_vocoder_quality
+	$(RUN) -m polydiff.benchmarks.video_training
+	$(RUN) -m polydiff.benchmarks.video_length
+	$(RUN) -m polydiff.benchmarks.video_extension
 
 clean:
 	rm -rf $(VENV) *.egg-info build out

@@ -18,7 +18,8 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -64,30 +65,39 @@ def diffusers_unet(s: Size) -> torch.nn.Module:
 
 
 class Trainer:
-    """One variant: a model, its AdamW and a fixed batch; ``step()`` is one training step."""
+    """One variant: a model, its AdamW and a fixed batch; ``step()`` is one training step. Subclasses for other
+    networks override ``build`` and ``batch``, and ``preload`` (the modules a memory-measuring process imports)."""
 
-    def __init__(self, library: str, precision: str, option: str, s: Size, device: str):
+    preload = ("polydiff.benchmarks.image_training", "diffusers.models.unets.unet_2d")
+
+    def __init__(self, library: str, precision: str, option: str, s, device: str):
         torch.manual_seed(0)
-        if library == "polydiff":
-            model = polydiff_unet(s, channels_last=option == "channels_last",
-                                  gradient_checkpointing=option == "checkpointing")
-            self.forward = lambda x, t: model(x, t / 250 - 2, {})  # c_noise: EDM's log(sigma) / 4 range
-        else:
-            model = diffusers_unet(s)
-            if option == "checkpointing":
-                model.enable_gradient_checkpointing()
-            if option == "channels_last":
-                model.to(memory_format=torch.channels_last)
-            self.forward = lambda x, t: model(x, t).sample
+        model, self.forward = self.build(library, option, s, device)
         self.model, self.device = model.to(device).train(), device
         self.params = sum(p.numel() for p in model.parameters())
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        self.x = torch.randn(s.batch, 3, s.size, s.size, device=device)
-        if option == "channels_last":
-            self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.t = torch.rand(s.batch, device=device) * 999
+        self.x = self.batch(option, s, device)
+        self.t = torch.rand(len(self.x), device=device) * 999
         dtype = PRECISIONS[precision]
         self.autocast = (lambda: torch.autocast(device, dtype)) if dtype else nullcontext
+
+    def build(self, library: str, option: str, s: Size, device: str) -> tuple[torch.nn.Module, Callable]:
+        """The network of ``library`` with ``option``, and forward(x, t) -> its output like x."""
+        if library == "polydiff":
+            model = polydiff_unet(s, channels_last=option == "channels_last",
+                                  gradient_checkpointing=option == "checkpointing")
+            return model, lambda x, t: model(x, t / 250 - 2, {})  # c_noise: EDM's log(sigma) / 4 range
+        model = diffusers_unet(s)
+        if option == "checkpointing":
+            model.enable_gradient_checkpointing()
+        if option == "channels_last":
+            model.to(memory_format=torch.channels_last)
+        return model, lambda x, t: model(x, t).sample
+
+    def batch(self, option: str, s: Size, device: str) -> torch.Tensor:
+        """The fixed batch (also the regression target)."""
+        x = torch.randn(s.batch, 3, s.size, s.size, device=device)
+        return x.contiguous(memory_format=torch.channels_last) if option == "channels_last" else x
 
     def step(self) -> None:
         with self.autocast():
@@ -122,7 +132,7 @@ def memory_child(spec: dict) -> float:
     (a first step has allocated the gradients and AdamW moments and touched the code)."""
     ctypes.CDLL(None).mallopt(-3, 65536)  # M_MMAP_THRESHOLD (glibc): large blocks are unmapped when freed
     torch.set_num_threads(spec["threads"])
-    trainer = Trainer(spec["library"], spec["precision"], spec["option"], Size(**spec["size"]), "cpu")
+    trainer = spec["trainer"](spec["library"], spec["precision"], spec["option"], spec["size"], "cpu")
     trainer.run(1)
     before = status_mib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
@@ -131,12 +141,14 @@ def memory_child(spec: dict) -> float:
     return status_mib("VmHWM") - before
 
 
-def cpu_peaks(keys: list[tuple], s: Size, threads: int) -> dict[tuple, float]:
+def cpu_peaks(keys: list[tuple], s, threads: int, trainer: type[Trainer] = Trainer) -> dict[tuple, float]:
     """Peak RSS increase (MiB) of each variant, each in a process of its own, forked two at a time from a server
-    that has imported torch, diffusers and this module (so imports are not counted, nor paid for each variant)."""
+    that has imported torch, diffusers and ``trainer.preload`` (so imports are not counted, nor paid for each
+    variant)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["polydiff.benchmarks.image_training", "diffusers.models.unets.unet_2d"])
-    specs = [dict(zip(("library", "precision", "option"), key), size=asdict(s), threads=threads) for key in keys]
+    ctx.set_forkserver_preload(list(trainer.preload))
+    specs = [dict(zip(("library", "precision", "option"), key), size=s, threads=threads, trainer=trainer)
+             for key in keys]
     try:
         with ProcessPoolExecutor(2, mp_context=ctx, max_tasks_per_child=1) as pool:
             return dict(zip(keys, pool.map(memory_child, specs)))
@@ -145,11 +157,11 @@ def cpu_peaks(keys: list[tuple], s: Size, threads: int) -> dict[tuple, float]:
         return dict.fromkeys(keys, float("nan"))
 
 
-def bench_device(device: str, s: Size, rounds: int, steps: int, warmup: int) -> tuple[list[str], dict]:
-    """Table rows (one per precision / option pair) for ``device``, and facts for the text."""
-    pairs = [p for p in PAIRS if p[0] == "fp32" or bf16_ok(device)]
-    keys = [(lib, *p) for p in pairs for lib in ("polydiff", "diffusers")]
-    trainers = {k: Trainer(*k, s, device) for k in keys}
+def timed_rounds(trainers: dict[tuple, Trainer], batch: int, device: str, rounds: int, steps: int,
+                 warmup: int) -> tuple[dict[tuple, list[float]], dict[tuple, float]]:
+    """Examples/s of each variant in each round (``rounds`` rounds of ``steps`` steps after ``warmup`` steps, in
+    alternating order), and on CUDA the peak MiB of a step over what is held between steps."""
+    keys = list(trainers)
     gpu_peaks, warm = {}, {}
     for key, trainer in trainers.items():
         warm[key] = trainer.run(warmup) / warmup
@@ -164,9 +176,18 @@ def bench_device(device: str, s: Size, rounds: int, steps: int, warmup: int) -> 
     rates: dict[tuple, list[float]] = {k: [] for k in keys}
     for r in range(rounds):
         for key in keys if r % 2 == 0 else keys[::-1]:  # alternate, so drift within a round cancels
-            rates[key].append(s.batch * steps / trainers[key].run(steps))
+            rates[key].append(batch * steps / trainers[key].run(steps))
         print(f"{device} round {r + 1}: " + ", ".join(f"{k[0]} {k[1]} {k[2]} {v[-1]:.1f}" for k, v in rates.items()),
               flush=True)
+    return rates, gpu_peaks
+
+
+def bench_device(device: str, s: Size, rounds: int, steps: int, warmup: int) -> tuple[list[str], dict]:
+    """Table rows (one per precision / option pair) for ``device``, and facts for the text."""
+    pairs = [p for p in PAIRS if p[0] == "fp32" or bf16_ok(device)]
+    keys = [(lib, *p) for p in pairs for lib in ("polydiff", "diffusers")]
+    trainers = {k: Trainer(*k, s, device) for k in keys}
+    rates, gpu_peaks = timed_rounds(trainers, s.batch, device, rounds, steps, warmup)
     params = {lib: trainers[(lib, "fp32", "default")].params for lib in ("polydiff", "diffusers")}
     del trainers
     peaks = gpu_peaks or cpu_peaks(keys, s, torch.get_num_threads())
