@@ -56,24 +56,27 @@ class TemporalAttention(nn.Module):
         self.distance_bias = nn.Embedding(2 * max_distance + 1, self.heads)
         nn.init.zeros_(self.distance_bias.weight)
 
-    def bias(self, frames: int, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(B, 1, heads, F, F) additive attention bias: the learned bias of each distance j - i, and -inf between
-        different frames of image clips."""
-        positions = torch.arange(frames, device=images.device)
-        distance = (positions[None, :] - positions[:, None]).clamp(-self.max_distance, self.max_distance)
-        bias = self.distance_bias(distance + self.max_distance).permute(2, 0, 1)  # (F, F, heads) -> (heads, F, F)
+    def bias(self, frames: int, images: torch.Tensor, positions: int, dtype: torch.dtype) -> torch.Tensor:
+        """The additive attention bias: the learned bias of each frame distance j - i, (heads, F, F); when some clips
+        are images, also -inf between their different frames, per row of the attention batch (B * N, heads, F, F)
+        for ``positions`` = N spatial positions per clip."""
+        steps = torch.arange(frames, device=images.device)
+        distance = (steps[None, :] - steps[:, None]).clamp(-self.max_distance, self.max_distance)
+        bias = self.distance_bias(distance + self.max_distance).permute(2, 0, 1).to(dtype)  # (F, F, h) -> (h, F, F)
+        if not images.any():
+            return bias
         apart = images[:, None, None] & (distance != 0)  # (B, F, F)
         blocked = torch.zeros(apart.shape, dtype=dtype, device=images.device).masked_fill(apart, float("-inf"))
-        return (bias.to(dtype)[None] + blocked[:, None])[:, None]  # (B, 1, heads, F, F)
+        return (bias[None] + blocked[:, None]).repeat_interleave(positions, dim=0)  # (B * N, heads, F, F)
 
     def forward(self, h: torch.Tensor, c: Conditioning) -> torch.Tensor:
         frames = frame_count(h, c)
-        clips = h.shape[0] // frames
-        tokens = rearrange(self.norm(h), "(b f) c ... -> b (...) f c", f=frames)  # (B, N, F, C), N = H * W
-        q, k, v = rearrange(self.qkv(tokens), "b n f (three h d) -> three b n h f d", three=3, h=self.heads)
-        bias = self.bias(frames, image_clips(c, clips, h.device), q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, N, heads, F, d)
-        out = self.proj(rearrange(out, "b n h f d -> b f n (h d)"))  # (B, F, N, C)
+        clips, positions = h.shape[0] // frames, h[0, 0].numel()
+        tokens = rearrange(self.norm(h), "(b f) c ... -> (b ...) f c", f=frames)  # (B * N, F, C), N = H * W
+        q, k, v = rearrange(self.qkv(tokens), "m f (three h d) -> three m h f d", three=3, h=self.heads)
+        bias = self.bias(frames, image_clips(c, clips, h.device), positions, q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B * N, heads, F, d): 4-D, fused kernels
+        out = self.proj(rearrange(out, "(b n) h f d -> b f n (h d)", b=clips))  # (B, F, N, C)
         return h + rearrange(out, "b f n c -> (b f) c n").reshape(h.shape)  # back to (B * F, C, H, W)
 
 
