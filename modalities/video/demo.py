@@ -20,7 +20,7 @@ from .extend import WindowSampler
 from .generate import discard_run, finished_frames, generate_video, output_frames
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "video" / "moving_digits.toml"
-STEPS = 1200
+STEPS = 1000
 LABEL = 3
 
 
@@ -37,8 +37,7 @@ def moving_digits_demo(out: Path, quick: bool = False) -> list[Path]:
     (8x the training clips' length, digit 3) and ``video_interpolated.mp4`` (4x, then 2x the frame rate), each with
     a PNG of its frames."""
     start = time.perf_counter()
-    sets = ("data.options.num_samples=64", "data.options.size=16", "data.options.frames=4", "data.batch_size=2",
-            "sample.num=2") if quick else ()
+    sets = ("data.options.num_samples=64", "data.options.frames=4", "data.batch_size=2", "sample.num=2") if quick else ()
     model = DiffusionModel.from_pretrained(train_for_demo(RECIPE, out, 4 if quick else STEPS, sets).model_dir)
     clip = model.example_shape[1]
     sample = WindowSampler(model, "explicit", cond={"class_labels": torch.tensor([LABEL])}, guidance=1.0,
