@@ -19,7 +19,6 @@ from ...pipeline import DiffusionModel
 from ...recipes.files import load_recipe
 from ...registry import register_demo
 from ...storage.output import fresh_demo_folder
-from ...train.demo_run import train_for_demo
 from .mel import MelConfig, mel_spectrogram
 from .speech import make_speech_corpus
 from .vocode import mel_config_of, vocode_mels
@@ -47,6 +46,8 @@ def _corpus(folder: Path, sentences: int, rate: int) -> tuple[Path, Path, str]:
 def _train(corpus: Path, out: Path, steps: int, sets: tuple[str, ...] = ()) -> Path:
     """Train the tiny WaveGrad recipe on ``corpus`` for ``steps`` into ``out``; the model folder. Says the loss
     at the first and the last logged step, read back from the run's scalars.csv."""
+    from ...train.demo_run import train_for_demo  # the trainer only when a demo trains
+
     result = train_for_demo(RECIPE, out, steps, (f"data.options.root={json.dumps(corpus.as_posix())}",
                                                  "data.options.speak=0", *sets))
     with open(result.run_dir / "scalars.csv", newline="") as f:

@@ -15,7 +15,6 @@ from ...media import Image, save_media
 from ...pipeline import DiffusionModel, Pipeline
 from ...pipeline.cascade import write_cascade
 from ...registry import WriteContext, register_demo
-from ...train.demo_run import train_for_demo
 from .writer import grid, to_pixels, write_images
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "image"
@@ -24,6 +23,8 @@ NUM = 100  # ten per class
 
 def _train(recipe: str, out: Path, steps: int, sets: tuple[str, ...] = ()) -> Path:
     """Train ``recipes/image/<recipe>.toml`` for ``steps`` into ``out``; the model folder."""
+    from ...train.demo_run import train_for_demo  # the trainer only when a demo trains
+
     return train_for_demo(RECIPES / f"{recipe}.toml", out, steps, sets).model_dir
 
 

@@ -14,7 +14,6 @@ import torch
 from ...media import Image, image_grid, save_media
 from ...pipeline import DiffusionModel
 from ...registry import register_demo
-from ...train.demo_run import train_for_demo
 from ..image.writer import MIN_TILE
 from .extend import WindowSampler
 from .generate import discard_run, finished_frames, generate_video, output_frames
@@ -36,6 +35,8 @@ def moving_digits_demo(out: Path, quick: bool = False) -> list[Path]:
     """Train ``recipes/video/moving_digits.toml`` into ``<out>/moving_digits`` and write ``video_extended.mp4``
     (8x the training clips' length, digit 3) and ``video_interpolated.mp4`` (4x, then 2x the frame rate), each with
     a PNG of its frames."""
+    from ...train.demo_run import train_for_demo  # the trainer only when a demo trains
+
     start = time.perf_counter()
     sets = ("data.options.num_samples=64", "data.options.frames=4", "data.batch_size=2", "sample.num=2") if quick else ()
     model = DiffusionModel.from_pretrained(train_for_demo(RECIPE, out, 4 if quick else STEPS, sets).model_dir)
