@@ -47,8 +47,8 @@ class FrameStore:
             return np.zeros((0, *self.shape), dtype=np.uint8)
         with open(self.path, "rb") as handle:
             handle.seek(start * self.frame_bytes)
-            data = handle.read((stop - start) * self.frame_bytes)
-        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, *self.shape)
+            data = np.fromfile(handle, dtype=np.uint8, count=(stop - start) * self.frame_bytes)
+        return data.reshape(stop - start, *self.shape)  # (n * H * W * C,) -> (n, H, W, C), writable
 
     def frames(self, stop: int, block: int = 64) -> Iterator[np.ndarray]:
         """Frames 0 .. stop - 1 one at a time, read ``block`` at a time."""
