@@ -30,7 +30,7 @@ def frame_sheet(frames: np.ndarray, columns: int) -> np.ndarray:
 
 
 @register_demo("video", order=30, about="moving digits: a clip model extended to 8x its length, and interpolated "
-                                        "to twice the frame rate (~5 min on 2 cores)")
+                                        "to twice the frame rate (~4 min on 2 cores)")
 def moving_digits_demo(out: Path, quick: bool = False) -> list[Path]:
     """Train ``recipes/video/moving_digits.toml`` into ``<out>/moving_digits`` and write ``video_extended.mp4``
     (8x the training clips' length, digit 3) and ``video_interpolated.mp4`` (4x, then 2x the frame rate), each with

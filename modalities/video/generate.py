@@ -7,6 +7,7 @@ made (``extend``: autoregressive extension, then optional temporal upsampling), 
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from itertools import chain
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ...commands.arguments import label, name, positive_int, seed
+from ...commands.arguments import label, name, non_negative_float, positive_int, seed
 from ...errors import UserError
 from ...media import Image, save_media
 from ...media.video import Mp4Writer
@@ -126,19 +127,27 @@ def write_extras(run_frames, out: Path, fps: float, gif: bool, strip_png: bool, 
     return written
 
 
+def _positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
 def _arguments(p) -> None:
     p.add_argument("model_dir", help="a video model folder (e.g. runs/moving_digits/model)")
     p.add_argument("--frames", type=positive_int, required=True, help="frames made by extension (before "
                                                                       "--interpolate)")
     p.add_argument("--out", required=True, help="the .mp4 file to write")
-    p.add_argument("--fps", type=float, default=None, help="frames per second of the MP4 (default: 8 x --interpolate)")
+    p.add_argument("--fps", type=_positive_float, default=None, help="frames per second of the MP4 (default: 8 x "
+                                                                     "--interpolate)")
     p.add_argument("--chunk", type=positive_int, default=None, help="frames per window (default: the model's clip "
                                                                     "length)")
     p.add_argument("--context", type=positive_int, default=None, help="known frames at the start of each extension "
                                                                       "window (default: half of --chunk)")
     p.add_argument("--method", choices=METHODS, default="auto", help="explicit: the model's frame conditioning; "
                    "guidance: reconstruction guidance (any model); auto: explicit when the model has it")
-    p.add_argument("--guidance-weight", type=float, default=2.0, help="w_r of reconstruction guidance (0: the "
+    p.add_argument("--guidance-weight", type=non_negative_float, default=2.0, help="w_r of reconstruction guidance (0: the "
                                                                       "replacement method)")
     p.add_argument("--interpolate", type=positive_int, default=1, help="K: generate K - 1 frames between each pair")
     p.add_argument("--interpolator", default=None, help="a frame-conditioned model folder that makes the frames "
@@ -160,10 +169,13 @@ def _arguments(p) -> None:
                                           "streamed to MP4, resumable", arguments=_arguments)
 def generate_video_command(args) -> int:
     from ...pipeline import DiffusionModel
+    from ...pipeline.model import check_class_labels
+    from ...storage.output import check_output_dir, writing
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise UserError(f"--out {args.out}: expected an .mp4 file")
+    check_output_dir(out.parent, "--out")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
     model = DiffusionModel.from_pretrained(args.model_dir, args.device)
@@ -180,6 +192,7 @@ def generate_video_command(args) -> int:
         raise UserError(f"--method explicit: {args.model_dir} was not trained with frame conditioning; use "
                         f"--method guidance")
     cond = None if args.label is None else {"class_labels": torch.tensor([args.label], device=model.device)}
+    check_class_labels(cond, getattr(model.denoiser.backbone, "null_cond", {}), args.model_dir)
     sample = WindowSampler(model, method, args.guidance_weight, cond, args.guidance, args.sampler, args.steps, args.seed)
     interpolator = None
     if args.interpolator:
@@ -194,9 +207,10 @@ def generate_video_command(args) -> int:
                                      args.sampler, args.steps, args.seed)
     fps = args.fps or DEFAULT_FPS * args.interpolate
     try:
-        path, made, resumed = generate_video(model, out, args.frames, sample, window=window, context=context,
-                                             factor=args.interpolate, fps=fps, progress=sys.stderr.isatty(),
-                                             interpolator=interpolator)
+        with writing(f"writing {out.name}", out.parent):
+            path, made, resumed = generate_video(model, out, args.frames, sample, window=window, context=context,
+                                                 factor=args.interpolate, fps=fps, progress=sys.stderr.isatty(),
+                                                 interpolator=interpolator)
     except KeyboardInterrupt:
         print(f"interrupted: the frames made so far are kept in {out.name}.partial; run the same command again "
               f"to continue", file=sys.stderr)

@@ -146,6 +146,17 @@ def test_generate_video_says_what_is_wrong_in_one_line(tmp_path, capsys):
     assert main(["generate-video", str(plain), "--frames", "4", "--out", str(tmp_path / "a.gif")]) == 2
     assert main(["generate-video", str(plain), "--frames", "4", "--context", "4", "--out",
                  str(tmp_path / "a.mp4")]) == 2
+    labelled = _model_folder(tmp_path)
+    assert main(["generate-video", str(labelled), "--frames", "4", "--label", "50", "--out",
+                 str(tmp_path / "a.mp4")]) == 2
+    assert "class labels must be in 0..9" in capsys.readouterr().err
+    for bad in (["--fps", "0"], ["--guidance-weight", "-1"]):
+        with pytest.raises(SystemExit) as done:
+            main(["generate-video", str(labelled), "--frames", "4", *bad, "--out", str(tmp_path / "a.mp4")])
+        assert done.value.code == 2
+    (tmp_path / "file").write_text("")
+    assert main(["generate-video", str(labelled), "--frames", "4", "--out", str(tmp_path / "file" / "a.mp4")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_another_model_can_make_the_frames_between(tmp_path):
