@@ -38,6 +38,8 @@ class MovingDigitsOptions(Config):
     digits: int = setting(1, ge=1, le=3, doc="digits per clip (10^digits classes)")
     speed: tuple[float, float] = setting((1.0, 2.0), ge=0, le=64, doc="range of a digit's speed, pixels per frame")
     num_samples: int = setting(10_000, gt=0, le=10**8, doc="clips in the data set")
+    subpixel: bool = setting(False, doc="place digits at fractional positions (bilinear) rather than whole pixels, "
+                                        "so motion is exactly linear between bounces")
     image_fraction: float = setting(0.0, ge=0, le=1, doc="share of examples that are F independent images (joint "
                                                          "image-video training), flagged cond['images']")
 
@@ -65,15 +67,22 @@ def bounce(start: np.ndarray, velocity: np.ndarray, frames: int, span: float) ->
     return np.where(q <= span, q, 2 * span - q)
 
 
-def render(images: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
-    """Frames (F, size, size) in [0, 1]: digit k (d, d) of ``images`` (n, d, d) at integer (row, column)
-    ``positions`` (F, n, 2), overlaps by maximum."""
+def render(images: np.ndarray, positions: np.ndarray, size: int, subpixel: bool = False) -> np.ndarray:
+    """Frames (F, size, size) in [0, 1]: digit k (d, d) of ``images`` (n, d, d) with its corner at ``positions``
+    (F, n, 2) (row, column), rounded to whole pixels or, with ``subpixel``, spread bilinearly over the four pixels
+    around it; overlapping digits combine by maximum."""
     frames, d = positions.shape[0], images.shape[-1]
     out = np.zeros((frames, size, size), dtype=np.float32)
-    corners = np.rint(positions).astype(int)
+    corners = np.floor(positions) if subpixel else np.rint(positions)
+    fractions = positions - corners if subpixel else np.zeros_like(positions)  # (F, n, 2) in [0, 1)
     for f in range(frames):
-        for k, (r, c) in enumerate(corners[f]):
-            np.maximum(out[f, r:r + d, c:c + d], images[k], out=out[f, r:r + d, c:c + d])
+        for k, ((r, c), (fr, fc)) in enumerate(zip(corners[f].astype(int), fractions[f])):
+            canvas = np.zeros((d + 1, d + 1), dtype=np.float32)  # the digit and the row/column it may spill into
+            for dr, wr in ((0, 1 - fr), (1, fr)):
+                for dc, wc in ((0, 1 - fc), (1, fc)):
+                    canvas[dr:dr + d, dc:dc + d] += wr * wc * images[k]
+            h, w = min(d + 1, size - r), min(d + 1, size - c)  # a digit at the far edge has nothing to spill
+            np.maximum(out[f, r:r + h, c:c + w], canvas[:h, :w], out=out[f, r:r + h, c:c + w])
     return out
 
 
@@ -107,7 +116,7 @@ class MovingDigits(Dataset):
         angle = rng.uniform(0, 2 * np.pi, size=o.digits)
         speed = rng.uniform(*o.speed, size=o.digits)
         velocity = speed[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)  # (n, 2) rows, columns
-        return render(images[which], bounce(start, velocity, o.frames, span), o.size), classes[which]
+        return render(images[which], bounce(start, velocity, o.frames, span), o.size, o.subpixel), classes[which]
 
     def __getitem__(self, i: int) -> dict:
         frames, classes = self.draw(int(i))

@@ -38,6 +38,22 @@ def test_render_places_each_digit_whole_at_its_position():
     assert frames[1].sum() == pytest.approx(0.5 * 9 + 1.0 * 9 - 0.5 * 6)
 
 
+
+def test_subpixel_render_spreads_a_digit_bilinearly_and_agrees_at_whole_pixels():
+    digit = np.random.default_rng(0).random((1, 4, 4)).astype(np.float32)
+    whole = np.array([[[0.0, 0.0]], [[2.0, 4.0]], [[4.0, 4.0]]])  # the last at the far corner of an 8x8 frame
+    np.testing.assert_array_equal(render(digit, whole, 8, subpixel=True), render(digit, whole, 8))
+    half = render(digit, np.array([[[1.0, 2.5]]]), 8, subpixel=True)[0]
+    expected = np.zeros((8, 8), dtype=np.float32)
+    expected[1:5, 2:6] += 0.5 * digit[0]
+    expected[1:5, 3:7] += 0.5 * digit[0]
+    np.testing.assert_allclose(half, expected, rtol=1e-6)  # half a pixel right: the mean of the two neighbours
+    quarter = render(digit, np.array([[[0.25, 3.75]]]), 8, subpixel=True)[0]
+    assert quarter.sum() == pytest.approx(digit.sum(), rel=1e-6)  # nothing lost inside the frame
+    rows, cols = np.indices((8, 8))
+    assert (rows * quarter).sum() / quarter.sum() == pytest.approx(0.25 + (np.arange(4) @ digit[0].sum(1))
+                                                                   / digit.sum(), rel=1e-6)  # centroid moved by 0.25
+
 def test_options_refuse_a_digit_larger_than_the_frame():
     with pytest.raises(ConfigError, match="digit_size"):
         MovingDigitsOptions(size=16, digit_size=20).check()
