@@ -13,14 +13,13 @@ condition dropout trains and guidance's unconditional branch uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from ...recipes.config import Config, ConfigError, setting
 from ...registry import BackboneSpec, register_backbone
-from ..nn.text import ByteEncoder
+from ..nn.captions import CaptionConditioned, CaptionOptions
 from ..nn.unet import Conditioning, UNet, UNetShape
 
 # Named sizes: option values that replace the defaults below for every key left unset.
@@ -73,26 +72,14 @@ class UNetSizeOptions(Config):
 
 
 @dataclass(frozen=True)
-class UNetOptions(UNetSizeOptions):
+class UNetOptions(CaptionOptions, UNetSizeOptions):
     """Options of the ``unet`` image backbone. Size keys left "none" come from the preset (or the defaults)."""
 
     num_classes: int = setting(0, ge=0, le=10**6, doc="class labels for conditioning; 0 = none")
-    text: Literal["none", "bytes", "embeddings"] = setting("none", doc="caption conditioning: a trainable byte "
-                                                                       "encoder, or precomputed frozen-encoder "
-                                                                       "tokens (data.transforms text_embeddings)")
-    text_dim: int = setting(128, gt=0, le=8192, doc="width of the caption tokens (the byte encoder's, or the "
-                                                    "frozen encoder's)")
-    text_length: int = setting(64, gt=0, le=1024, doc="caption tokens (bytes or encoder tokens) kept")
-    text_layers: int = setting(2, ge=0, le=48, doc="Transformer layers of the byte encoder")
     lowres_channels: int = setting(0, ge=0, le=64, doc="a super-resolution stage: channels of the low-resolution "
                                                        "image it is conditioned on (0: a base stage)")
     channels_last: bool = setting(False, doc="NHWC memory layout (faster convolutions on GPUs with tensor cores)")
     compile: bool = setting(False, doc="torch.compile the U-Net (slow first step, faster after)")
-
-    def check(self) -> None:
-        if self.text == "bytes" and self.text_dim % 4:
-            raise ConfigError(("text_dim",), f"{{key}} must be a multiple of 4 (the byte encoder's heads), got "
-                                             f"{self.text_dim}")
 
 
 def unet_shape(options: UNetSizeOptions, spec: BackboneSpec, **extra) -> UNetShape:
@@ -121,7 +108,7 @@ def unet_shape(options: UNetSizeOptions, spec: BackboneSpec, **extra) -> UNetSha
 
 @register_backbone("unet", UNetOptions, example_shape=(3, 16, 16), conditional={"num_classes": 3, "text": "bytes",
                                                                                "text_dim": 32, "text_length": 8})
-class ImageUNet(nn.Module):
+class ImageUNet(CaptionConditioned):
     """F(x_in, c_noise, cond) for images (B, C, H, W), see the module docstring for ``cond``."""
 
     def __init__(self, options: UNetOptions, spec: BackboneSpec):
@@ -129,46 +116,16 @@ class ImageUNet(nn.Module):
         self.options, self.out_factor = options, spec.out_factor
         self.unet = build_unet(options, spec, in_channels=spec.example_shape[0] + options.lowres_channels,
                                num_classes=options.num_classes, aug_level=options.lowres_channels > 0,
-                               context_dim=options.text_dim if options.text != "none" else 0)
+                               context_dim=options.context_dim)
         self.null_cond, self.required_cond = {}, ()
         if options.num_classes:
             self.null_cond["class_labels"] = options.num_classes
-        self.text_encoder = None
-        if options.text == "bytes":
-            self.text_encoder = ByteEncoder(options.text_dim, options.text_length, options.text_layers,
-                                            heads=max(1, options.text_dim // 64) if options.text_dim >= 64 else 4)
-            self.null_cond["caption_ids"] = 0  # all padding, whatever the caption length: the empty caption
-        elif options.text == "embeddings":
-            self.null_cond["text_mask"] = False  # no token at all
-        if options.text != "none":
-            self.null_text = nn.Parameter(torch.zeros(options.text_length, options.text_dim))
+        self.init_captions(options)
         if options.lowres_channels:
             self.required_cond = ("lowres", "aug_level")
         if options.channels_last:
             self.to(memory_format=torch.channels_last)
         self._run = torch.compile(self.unet.run) if options.compile else self.unet.run
-
-    def _text(self, cond, batch: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Caption tokens (B, L, D) and mask (B, L); empty captions become the learned null tokens."""
-        if self.options.text == "none":
-            return None, None
-        length = self.options.text_length  # every caption becomes exactly this many tokens (cut or padded)
-        if self.text_encoder is not None:
-            ids = cond["caption_ids"]
-            ids = ids[:, None] if ids.ndim == 1 else ids  # a null caption filled in per sample: (B,) -> (B, 1)
-            tokens, mask = self.text_encoder(_fit(ids, length, 0))
-        else:
-            mask = cond["text_mask"].to(torch.bool)
-            mask = mask[:, None] if mask.ndim == 1 else mask  # a null mask filled in per sample: (B,) -> (B, 1)
-            tokens = cond.get("text")
-            if tokens is None:  # no caption at all: every row is empty
-                tokens = torch.zeros(batch, mask.shape[1], self.options.text_dim, device=device)
-            tokens, mask = _fit(tokens, length, 0.0), _fit(mask, length, False)
-        empty = ~mask.any(1)  # (B,)
-        null = self.null_text[: tokens.shape[1]].to(tokens.dtype)
-        tokens = torch.where(empty[:, None, None], null.expand_as(tokens), tokens)
-        mask = mask | empty[:, None]
-        return tokens, mask
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond) -> torch.Tensor:
         x = x_in
@@ -178,7 +135,7 @@ class ImageUNet(nn.Module):
             x = torch.cat([x, lowres], dim=1)  # (B, C + C_lowres, H, W)
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        tokens, mask = self._text(cond, x.shape[0], x.device)
+        tokens, mask = self.caption_tokens(cond, x.shape[0], x.device)
         emb = self.unet.embed(c_noise, cond.get("class_labels"), cond.get("aug_level"), tokens, mask)
         return self._run(x, Conditioning(emb, tokens, mask))
 
@@ -196,14 +153,6 @@ def build_unet(options: UNetSizeOptions, spec: BackboneSpec, **extra) -> UNet:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(("model", "options"), f"{{key}} do not fit {spec.example_shape} images: {err}") from None
-
-
-def _fit(t: torch.Tensor, length: int, pad) -> torch.Tensor:
-    """t (B, L, ...) cut or padded with ``pad`` along dim 1 to ``length``."""
-    if t.shape[1] >= length:
-        return t[:, :length]
-    filler = torch.full((t.shape[0], length - t.shape[1], *t.shape[2:]), pad, dtype=t.dtype, device=t.device)
-    return torch.cat([t, filler], dim=1)
 
 
 def describe(options: UNetOptions) -> str:
