@@ -2,7 +2,8 @@
 made (``extend``: autoregressive extension, then optional temporal upsampling), resumable after an interruption
 (``frame_store``), with a GIF, a frame-strip PNG and ``frames.npz`` on request.
 
-    polydiff generate-video MODEL_DIR --frames 64 --out video.mp4 [--interpolate 2] [--label 3] [--method guidance]
+    polydiff generate-video MODEL_DIR --frames 64 --out video.mp4 [--interpolate 2] [--label 3] [--prompt TEXT]
+                            [--method guidance]
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ def _arguments(p) -> None:
                                                         "between (a temporal super-resolution stage; default: the "
                                                         "model itself)")
     p.add_argument("--label", type=label, default=None, help="class label (a class-conditional model)")
+    p.add_argument("--prompt", default=None, help="a caption (a text-conditional model, model.options.text)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default: the "
-                                                                "model's, with --label)")
+                                                                "model's, with --label or --prompt)")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", type=name, default=None, help="a sampler of core.samplers (default: the model's)")
     p.add_argument("--seed", type=seed, default=0)
@@ -169,7 +171,9 @@ def _arguments(p) -> None:
                                           "streamed to MP4, resumable", arguments=_arguments)
 def generate_video_command(args) -> int:
     from ...pipeline import DiffusionModel
+    from ...core.conditioning import conditions_taken
     from ...pipeline.model import check_class_labels
+    from ...pipeline.prompts import prompt_conditions
     from ...storage.output import check_output_dir, writing
 
     out = Path(args.out)
@@ -191,8 +195,10 @@ def generate_video_command(args) -> int:
     if method == "explicit" and not frame_conditioned(model):
         raise UserError(f"--method explicit: {args.model_dir} was not trained with frame conditioning; use "
                         f"--method guidance")
-    cond = None if args.label is None else {"class_labels": torch.tensor([args.label], device=model.device)}
+    cond = {} if args.label is None else {"class_labels": torch.tensor([args.label], device=model.device)}
     check_class_labels(cond, getattr(model.denoiser.backbone, "null_cond", {}), args.model_dir)
+    captions = {} if args.prompt is None else prompt_conditions(model, [args.prompt])
+    cond = {**cond, **{k: v.to(model.device) for k, v in captions.items()}} or None
     sample = WindowSampler(model, method, args.guidance_weight, cond, args.guidance, args.sampler, args.steps, args.seed)
     interpolator = None
     if args.interpolator:
@@ -201,9 +207,9 @@ def generate_video_command(args) -> int:
             raise UserError(f"--interpolator {args.interpolator}: its frames {other.example_shape[2:]} x "
                             f"{other.example_shape[0]} channels differ from the model's {model.example_shape[2:]} x "
                             f"{model.example_shape[0]}")
-        takes_labels = "class_labels" in getattr(other.denoiser.backbone, "null_cond", {})
+        taken = conditions_taken(other.denoiser.backbone, cond or {})  # the label or caption, if it takes them
         interpolator = WindowSampler(other, "explicit" if frame_conditioned(other) else "guidance",
-                                     args.guidance_weight, cond if takes_labels else None, args.guidance,
+                                     args.guidance_weight, taken or None, args.guidance,
                                      args.sampler, args.steps, args.seed)
     fps = args.fps or DEFAULT_FPS * args.interpolate
     try:

@@ -26,6 +26,7 @@ from ...data.transforms import example_seed
 from ...recipes.config import Config, ConfigError, setting
 from ...registry import register_dataset
 from ..image.digits import load_digits
+from ..nn.text import encode_bytes
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class MovingDigitsOptions(Config):
     num_samples: int = setting(10_000, gt=0, le=10**8, doc="clips in the data set")
     subpixel: bool = setting(False, doc="place digits at fractional positions (bilinear) rather than whole pixels, "
                                         "so motion is exactly linear between bounces")
+    captions: bool = setting(False, doc="also give each clip a caption naming its digits and their directions, "
+                                        "e.g. \"digit 3 moving up-left\" (cond caption_ids, for text models)")
+    caption_length: int = setting(48, gt=0, le=4096, doc="caption bytes kept")
     image_fraction: float = setting(0.0, ge=0, le=1, doc="share of examples that are F independent images (joint "
                                                          "image-video training), flagged cond['images']")
 
@@ -86,6 +90,18 @@ def render(images: np.ndarray, positions: np.ndarray, size: int, subpixel: bool 
     return out
 
 
+DIRECTIONS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # 45 degrees apart
+
+
+def caption(classes: np.ndarray, velocity: np.ndarray | None) -> str:
+    """ "digit 3 moving up-left", "digits 3 moving left and 7 moving down", or "digit 3" for independent images."""
+    if velocity is None:
+        return f"digit{'s' if len(classes) > 1 else ''} {' and '.join(map(str, classes))}"
+    steps = np.rint(np.arctan2(velocity[:, 0], velocity[:, 1]) / (np.pi / 4)).astype(int) % 8  # rows grow downwards
+    moving = [f"{c} moving {DIRECTIONS[k]}" for c, k in zip(classes, steps)]
+    return f"digit{'s' if len(classes) > 1 else ''} {' and '.join(moving)}"
+
+
 class MovingDigits(Dataset):
     def __init__(self, options: MovingDigitsOptions, seed: int):
         self.options, self.seed = options, seed
@@ -100,8 +116,9 @@ class MovingDigits(Dataset):
         share = self.options.image_fraction
         return share > 0 and np.random.default_rng(example_seed(self.seed, i, 1)).random() < share
 
-    def draw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(frames (F, size, size) in [0, 1], the digits' classes (n,)) of example ``i``."""
+    def draw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(frames (F, size, size) in [0, 1], the digits' classes (n,), their velocities (n, 2) in pixels per frame
+        as (rows, columns), None for an images example) of example ``i``."""
         o = self.options
         images, classes = _digits(o.digit_size)
         rng = np.random.default_rng(example_seed(self.seed, i))
@@ -110,20 +127,23 @@ class MovingDigits(Dataset):
         if self.is_images(i):  # each frame: other samples of the same classes, at random places
             samples = np.stack([rng.choice(np.flatnonzero(classes == c), size=o.frames) for c in classes[which]], 1)
             positions = rng.uniform(0, span, size=(o.frames, o.digits, 2))
-            return np.stack([render(images[s], p[None], o.size)[0] for s, p in zip(samples, positions)]), \
-                classes[which]
+            frames = np.stack([render(images[s], p[None], o.size)[0] for s, p in zip(samples, positions)])
+            return frames, classes[which], None
         start = rng.uniform(0, span, size=(o.digits, 2))
         angle = rng.uniform(0, 2 * np.pi, size=o.digits)
         speed = rng.uniform(*o.speed, size=o.digits)
         velocity = speed[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)  # (n, 2) rows, columns
-        return render(images[which], bounce(start, velocity, o.frames, span), o.size, o.subpixel), classes[which]
+        frames = render(images[which], bounce(start, velocity, o.frames, span), o.size, o.subpixel)
+        return frames, classes[which], velocity
 
     def __getitem__(self, i: int) -> dict:
-        frames, classes = self.draw(int(i))
+        frames, classes, velocity = self.draw(int(i))
         x = torch.from_numpy(frames)[None] * 2 - 1  # (F, H, W) -> (1, F, H, W) in [-1, 1]
         label = int("".join(map(str, classes)))
-        return {"x": x, "cond": {"class_labels": torch.tensor(label, dtype=torch.long),
-                                 "images": torch.tensor(self.is_images(int(i)))}}
+        cond = {"class_labels": torch.tensor(label, dtype=torch.long), "images": torch.tensor(velocity is None)}
+        if self.options.captions:
+            cond["caption_ids"] = encode_bytes([caption(classes, velocity)], self.options.caption_length)[0]
+        return {"x": x, "cond": cond}
 
 
 @register_dataset("moving_digits", MovingDigitsOptions)

@@ -6,6 +6,8 @@ length works) and optionally a temporal convolution initialised to the identity.
 
 Conditions (``cond``), all optional:
     class_labels (B,) long        a class; the extra index num_classes is the learned null class (guidance)
+    caption_ids / text, text_mask  a caption per clip, as the image U-Net takes it (``nn.captions``); every frame
+                                  cross-attends to its clip's tokens
     images       (B,) bool        the clip is F independent images: its frames do not see each other (joint
                                   image-video training, Ho et al. 2022, sec. 3); default False
     known, known_mask (B, C, F, H, W), (B, F)   frame conditioning (``frame_conditioning``): known frames and which
@@ -28,12 +30,14 @@ from ...recipes.config import ConfigError, setting
 from ...registry import BackboneSpec, register_backbone
 from ..image.unet import UNetSizeOptions, unet_shape
 from ..nn.temporal import TemporalAttention, TemporalConv
+from ..nn.captions import CaptionConditioned, CaptionOptions
 from ..nn.unet import Conditioning, UNet
 
 
 @dataclass(frozen=True)
-class VideoUNetOptions(UNetSizeOptions):
-    """Options of the ``video_unet`` backbone: the image U-Net's size keys (per frame), and the temporal layers."""
+class VideoUNetOptions(CaptionOptions, UNetSizeOptions):
+    """Options of the ``video_unet`` backbone: the image U-Net's size and caption keys (per frame), and the temporal
+    layers."""
 
     num_classes: int = setting(0, ge=0, le=10**6, doc="class labels for conditioning; 0 = none")
     temporal_head_channels: int = setting(64, gt=0, le=4096, doc="channels per head of the temporal attention")
@@ -60,8 +64,9 @@ class FactorizedUNet(UNet):
 
 
 @register_backbone("video_unet", VideoUNetOptions, example_shape=(1, 3, 8, 8),
-                   conditional={"num_classes": 3, "frame_conditioning": True})
-class VideoUNet(nn.Module):
+                   conditional={"num_classes": 3, "frame_conditioning": True, "text": "bytes", "text_dim": 32,
+                                "text_length": 8})
+class VideoUNet(CaptionConditioned):
     """F(x_in (B, C, F, H, W), c_noise (B,), cond) -> (B, C * out_factor, F, H, W), see the module docstring."""
 
     def __init__(self, options: VideoUNetOptions, spec: BackboneSpec):
@@ -75,7 +80,7 @@ class VideoUNet(nn.Module):
         extra_in = (channels + 1 if options.frame_conditioning else 0) + options.lowres_channels
         try:
             shape = unet_shape(options, frame, in_channels=channels + extra_in, num_classes=options.num_classes,
-                               aug_level=options.lowres_channels > 0)
+                               aug_level=options.lowres_channels > 0, context_dim=options.context_dim)
             self.unet = FactorizedUNet(shape, options.temporal_head_channels, options.max_distance,
                                        options.temporal_conv)
         except ValueError as err:
@@ -85,6 +90,7 @@ class VideoUNet(nn.Module):
         self.null_cond, self.required_cond = {}, ()
         if options.num_classes:
             self.null_cond["class_labels"] = options.num_classes
+        self.init_captions(options)
         if options.frame_conditioning:
             self.null_cond["known_mask"] = False  # no known frame; "known" is then ignored
         if options.lowres_channels:
@@ -110,9 +116,12 @@ class VideoUNet(nn.Module):
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond) -> torch.Tensor:
         frames = x_in.shape[2]
         h = rearrange(self._inputs(x_in, cond), "b c f y x -> (b f) c y x")  # frames into the batch
-        emb = self.unet.embed(c_noise, cond.get("class_labels"), cond.get("aug_level"))
+        tokens, mask = self.caption_tokens(cond, x_in.shape[0], x_in.device)  # (B, L, D), (B, L) or None
+        emb = self.unet.embed(c_noise, cond.get("class_labels"), cond.get("aug_level"), tokens, mask)
         emb = emb.repeat_interleave(frames, dim=0)  # (B, E) -> (B * F, E): every frame of a clip
-        out = self.unet.run(h, Conditioning(emb, extra={"frames": frames, "images": cond.get("images")}))
+        if tokens is not None:  # every frame cross-attends to its clip's caption: (B, L, ...) -> (B * F, L, ...)
+            tokens, mask = tokens.repeat_interleave(frames, dim=0), mask.repeat_interleave(frames, dim=0)
+        out = self.unet.run(h, Conditioning(emb, tokens, mask, extra={"frames": frames, "images": cond.get("images")}))
         return rearrange(out, "(b f) c y x -> b c f y x", f=frames)
 
     def fsdp_units(self) -> list[nn.Module]:

@@ -25,7 +25,7 @@ def test_a_clip_is_a_function_of_seed_and_index_and_its_label_names_its_digits()
     torch.testing.assert_close(a[7]["x"], b[7]["x"])
     assert not torch.equal(a[7]["x"], a[8]["x"]) and not torch.equal(a[7]["x"], other[7]["x"])
     assert a[7]["x"].shape == (1, 6, 24, 24) == a.example_shape and a.num_classes == 100
-    frames, classes = a.draw(7)
+    frames, classes, velocity = a.draw(7)
     assert int(a[7]["cond"]["class_labels"]) == 10 * classes[0] + classes[1]
     assert a[7]["x"].min() >= -1 and a[7]["x"].max() <= 1
 
@@ -125,3 +125,26 @@ def test_video_folder_reads_clips_with_stride_classes_and_skips_bad_files(tmp_pa
     labels = {int(data[i]["cond"]["class_labels"]) for i in range(len(data))}
     assert labels == {0, 1}  # the gif (class b) is read; the broken file is skipped
     assert any("broken.mp4" in s for i in range(len(data)) for s in data[i].get(SKIPPED, []))
+
+
+def test_captions_name_each_digit_and_the_way_it_moves():
+    from polydiff.modalities.nn.text import encode_bytes
+    from polydiff.modalities.video.moving_digits import caption
+
+    assert caption(np.array([3]), np.array([[-1.0, -1.0]])) == "digit 3 moving up-left"
+    assert caption(np.array([3, 7]), np.array([[0.0, -2.0], [1.5, 0.1]])) == "digits 3 moving left and 7 moving down"
+    assert caption(np.array([5]), None) == "digit 5"
+    options = MovingDigitsOptions(size=16, digit_size=8, frames=4, captions=True, image_fraction=0.5, num_samples=40)
+    data = MovingDigits(options, 0)
+    kinds = set()
+    for i in range(len(data)):
+        item = data[i]
+        frames, classes, velocity = data.draw(i)
+        assert torch.equal(item["cond"]["caption_ids"], encode_bytes([caption(classes, velocity)], 48)[0])
+        kinds.add(bool(item["cond"]["images"]))
+        if velocity is not None:  # the named direction is the way the digit's centre goes before any bounce
+            dy, dx = velocity[0]
+            words = caption(classes, velocity).split()[-1]
+            assert ("up" in words) == (dy < -abs(dx) * 0.414) and ("down" in words) == (dy > abs(dx) * 0.414)
+    assert kinds == {True, False}
+    assert "caption_ids" not in MovingDigits(MovingDigitsOptions(size=16, digit_size=8), 0)[0]["cond"]

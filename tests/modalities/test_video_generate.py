@@ -61,7 +61,7 @@ def test_interpolation_keeps_every_kth_frame_and_fills_between():
     assert [c[1] for c in record.calls] == [[0, 3, 6]] * 3 and [c[2] for c in record.calls] == [7] * 3
 
 
-def _model_folder(tmp_path, frame_conditioning=True, frames=4, name=None):
+def _model_folder(tmp_path, frame_conditioning=True, frames=4, name=None, text="none"):
     from polydiff.commands.train import RECIPES_DIR
     from polydiff.pipeline import DiffusionModel
     from polydiff.recipes.files import load_recipe
@@ -69,13 +69,14 @@ def _model_folder(tmp_path, frame_conditioning=True, frames=4, name=None):
     cfg = load_recipe(RECIPES_DIR / "video/moving_digits.toml", [
         "model.options={channels = 8, channel_mult = [1, 2], num_res_blocks = [1], attention_resolutions = [8], "
         f"head_channels = 8, temporal_head_channels = 8, num_classes = 10, frame_conditioning = "
-        f"{str(frame_conditioning).lower()}}}", "data.options.size=8", f"data.options.frames={frames}"])
+        f"{str(frame_conditioning).lower()}, text = \"{text}\", text_dim = 16, text_length = 24}}",
+        "data.options.size=8", f"data.options.frames={frames}", f"data.options.captions={str(text != 'none').lower()}"])
     torch.manual_seed(0)
     model = DiffusionModel.build(cfg, (1, frames, 8, 8))
     with torch.no_grad():
         for p in model.denoiser.parameters():
             p.normal_(0, 0.1)
-    return model.save_pretrained(tmp_path / (name or ("model" if frame_conditioning else "plain")))
+    return model.save_pretrained(tmp_path / (name or ("model" if frame_conditioning else "plain") + text))
 
 
 @pytest.mark.parametrize("method, interpolate", [("explicit", 1), ("guidance", 2)])
@@ -170,3 +171,16 @@ def test_another_model_can_make_the_frames_between(tmp_path):
     coarse, fine = np.load(tmp_path / "base.npz")["arr_0"], np.load(tmp_path / "fine.npz")["arr_0"]
     assert fine.shape[0] == 11
     np.testing.assert_array_equal(fine[::2], coarse)
+
+
+def test_a_caption_conditional_model_takes_a_prompt_and_a_labels_only_one_says_it_does_not(tmp_path, capsys):
+    texted = _model_folder(tmp_path, text="bytes")
+    common = ["--frames", "6", "--steps", "2", "--seed", "1", "--npz"]
+    for name, prompt in (("a", "digit 3 moving left"), ("b", "digit 3 moving left"), ("c", "digit 7 moving up")):
+        assert main(["generate-video", str(texted), *common, "--prompt", prompt, "--out", str(tmp_path / f"{name}.mp4")]) == 0
+    a, b, c = (np.load(tmp_path / f"{n}.npz")["arr_0"] for n in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)  # the caption reaches the frames
+    assert main(["generate-video", str(_model_folder(tmp_path)), *common, "--prompt", "digit 3", "--out",
+                 str(tmp_path / "d.mp4")]) == 2
+    assert "not text-conditional" in capsys.readouterr().err

@@ -68,6 +68,21 @@ def test_known_frames_reach_the_output_and_no_known_frame_is_the_null_path():
     assert (conditioned - plain).abs().max() > 1e-3
 
 
+def test_a_caption_reaches_every_frame_and_the_empty_caption_is_the_null_path():
+    from polydiff.modalities.nn.text import encode_bytes
+
+    net = _net(text="bytes", text_dim=16, text_length=12)
+    x = torch.randn(2, 1, 3, 8, 8)
+    with torch.no_grad():
+        a = net(x, torch.zeros(2), {"caption_ids": encode_bytes(["digit 3 moving left"] * 2, 12)})
+        b = net(x, torch.zeros(2), {"caption_ids": encode_bytes(["digit 3 moving left", "digit 7 moving up"], 12)})
+        null = net(x, torch.zeros(2), {"caption_ids": torch.zeros(2, dtype=torch.long)})  # the null_cond value
+        empty = net(x, torch.zeros(2), {"caption_ids": encode_bytes(["", ""], 12)})
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)  # each clip reads its own caption only
+    assert ((a[1] - b[1]).abs().amax(dim=(0, 2, 3)) > 1e-4).all()  # every frame of clip 1 sees its caption
+    torch.testing.assert_close(null, empty, rtol=0, atol=0)
+
+
 def test_a_clip_shape_that_the_levels_cannot_halve_is_a_config_error():
     from polydiff.recipes.config import ConfigError
 
