@@ -29,8 +29,8 @@ from ...core.cascade import resize
 from ...recipes.config import ConfigError, setting
 from ...registry import BackboneSpec, register_backbone
 from ..image.unet import UNetSizeOptions, unet_shape
-from ..nn.temporal import TemporalAttention, TemporalConv
 from ..nn.captions import CaptionConditioned, CaptionOptions
+from ..nn.temporal import TemporalAttention, TemporalConv
 from ..nn.unet import Conditioning, UNet
 
 
