@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .report import benchmark_parser, machine, publish
+from .report import benchmark_parser, machine, publish, quiet_diffusers
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 PAIRS = [("fp32", "default"), ("bf16", "default"), ("fp32", "channels_last"), ("fp32", "checkpointing")]
@@ -222,10 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="CPU batch (CUDA: 128)")
     parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
+    diffusers = quiet_diffusers(args.threads)
     start = time.perf_counter()
     if args.quick:
         args.rounds, args.steps, args.warmup = 2, 1, 1

@@ -63,3 +63,13 @@ def benchmark_parser(doc: str, quick: str) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--out", default=str(BENCHMARKS_MD), help="the Markdown file to write the section into")
     return parser
+
+
+def quiet_diffusers(threads: int):
+    """diffusers, imported with its warnings off, and torch on ``threads`` threads: the set-up of every benchmark
+    that runs diffusers beside polydiff."""
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+    torch.set_num_threads(threads)
+    return diffusers

@@ -214,10 +214,9 @@ def diffusers_rows(problem) -> list[Row]:
 
 def run_schedule(schedule_name: str, samples: int) -> tuple[list[Row], dict]:
     """Every row for one schedule, plus facts for the report (reference accuracy, noise floor, timing)."""
-    import diffusers
+    from .report import quiet_diffusers
 
-    diffusers.utils.logging.set_verbosity_error()
-    torch.set_num_threads(1)
+    diffusers = quiet_diffusers(1)
     start = time.time()
     problem = make_problem(schedule_name, samples, seed=0)
     tune_problem = make_problem(schedule_name, TUNE_SAMPLES, seed=TUNE_SEED, mixture=problem.mixture)

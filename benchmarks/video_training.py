@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .image_training import Trainer, bf16_ok, command_line, cpu_peaks, timed_rounds
-from .report import benchmark_parser, machine, publish
+from .report import benchmark_parser, machine, publish, quiet_diffusers
 
 LIBRARIES = ("polydiff", "diffusers")
 CONTEXT = 32  # width of the one text token diffusers' forward requires (cross_attention_dim)
@@ -127,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="clips per step")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the same sizes)")
     args = parser.parse_args(argv)
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
+    diffusers = quiet_diffusers(args.threads)
     start = time.perf_counter()
     if args.quick:
         args.rounds, args.steps, args.warmup = 1, 1, 1
